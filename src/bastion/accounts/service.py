@@ -1,0 +1,229 @@
+"""Account logic: users, admins, API tokens and authentication (no HTTP here)."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bastion.accounts import passwords
+from bastion.accounts.models import ApiToken, User
+from bastion.accounts.tokens import (
+    InvalidToken,
+    issue_token,
+    make_caveats,
+    parse_token_id,
+    verify_token,
+)
+from bastion.authz import Permission, Principal, decide
+from bastion.db import utcnow
+from bastion.errors import Conflict, Forbidden, NotFound, ServiceError
+from bastion.events import CLI_CONTEXT, RequestContext, record_event
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
+
+HOW_TO_GET_A_TOKEN = (
+    "Create an API token (`bastion token create --user NAME`, or POST /api/v1/users/NAME/tokens) "
+    "and upload with username __token__ and the token as password."
+)
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A freshly made token: the secret is shown once and never stored."""
+
+    token: str
+    """The serialized token, ``bastion-...``."""
+    token_id: str
+    """Public id, used to list and revoke it."""
+    expires: datetime | None
+    """When it stops working; None: never."""
+    projects: tuple[str, ...] | None
+    """Projects it is limited to; None: every project of the user."""
+
+
+def require(decision_args: dict, principal: Principal | None, permission: Permission) -> None:
+    decision = decide(principal, permission, **decision_args)
+    if not decision:
+        raise Forbidden(decision.reason, status=401 if principal is None else 403)
+
+
+def get_user(session: Session, name: str) -> User:
+    user = session.execute(select(User).where(User.username_key == name.lower())).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"no user named '{name}': create it with `bastion user create {name} --email ...`")
+    return user
+
+
+def create_user(
+    session: Session,
+    name: str,
+    email: str,
+    password: str,
+    *,
+    principal: Principal,
+    context: RequestContext = CLI_CONTEXT,
+    secret: bytes = b"",
+) -> User:
+    require({}, principal, Permission.CREATE_USER)
+    if not USERNAME_RE.match(name):
+        raise ServiceError(
+            f"invalid username '{name}': use 1-50 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    if name.lower() == "__token__":
+        raise ServiceError("the username '__token__' is reserved for API token authentication")
+    if not EMAIL_RE.match(email):
+        raise ServiceError(f"invalid email address '{email}': use the form name@example.org")
+    try:
+        passwords.check_password_policy(password)
+    except passwords.PasswordPolicyError as exc:
+        raise ServiceError(str(exc)) from None
+    existing = session.execute(select(User.id).where(User.username_key == name.lower())).scalar()
+    if existing is not None:
+        raise Conflict(f"a user named '{name}' already exists")
+    user = User(
+        username=name,
+        username_key=name.lower(),
+        email=email,
+        password_hash=passwords.hash_password(password),
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a user named '{name}' already exists") from None
+    record_event(
+        session, "user.created", actor_id=principal.user_id, actor=principal.username,
+        subject=f"user:{user.username}", context=context, details={"email": email}, secret=secret,
+    )
+    return user
+
+
+def set_admin(
+    session: Session, name: str, *, principal: Principal, context: RequestContext = CLI_CONTEXT,
+    secret: bytes = b"", admin: bool = True,
+) -> User:
+    require({}, principal, Permission.SET_ADMIN)
+    user = get_user(session, name)
+    user.is_admin = admin
+    record_event(
+        session, "user.admin_set" if admin else "user.admin_removed", actor_id=principal.user_id,
+        actor=principal.username, subject=f"user:{user.username}", context=context, secret=secret,
+    )
+    return user
+
+
+def create_token(
+    session: Session,
+    secret: bytes,
+    user_name: str,
+    *,
+    projects: list[str] | None,
+    expires_in: timedelta | None,
+    description: str = "",
+    principal: Principal,
+    context: RequestContext = CLI_CONTEXT,
+) -> NewToken:
+    from packaging.utils import canonicalize_name
+
+    user = get_user(session, user_name)
+    require({"target_user_id": user.id}, principal, Permission.MANAGE_TOKENS)
+    if not user.is_active:
+        raise Forbidden(f"user '{user.username}' is disabled")
+    normalized = sorted({canonicalize_name(p) for p in projects}) if projects else None
+    if principal.token_projects is not None and (
+        normalized is None or not set(normalized) <= principal.token_projects
+    ):
+        raise Forbidden("a project-scoped token cannot create wider tokens")
+    now = utcnow()
+    expires = now + expires_in if expires_in is not None else None
+    token_id = secrets.token_hex(16)
+    caveats = make_caveats(
+        user_id=user.id,
+        projects=normalized,
+        not_after=int(expires.timestamp()) if expires else None,
+        not_before=int(now.timestamp()) - 5,
+    )
+    row = ApiToken(
+        id=token_id, user_id=user.id, description=description[:200], caveats=caveats,
+        projects=normalized, created=now, expires=expires,
+    )
+    session.add(row)
+    record_event(
+        session, "token.created", actor_id=principal.user_id, actor=principal.username,
+        subject=f"user:{user.username}", context=context, secret=secret,
+        details={"token_id": token_id, "projects": normalized,
+                 "expires": expires.isoformat() if expires else None},
+    )
+    return NewToken(
+        token=issue_token(secret, token_id, caveats), token_id=token_id, expires=expires,
+        projects=tuple(normalized) if normalized else None,
+    )
+
+
+def list_tokens(session: Session, user_name: str, *, principal: Principal) -> list[ApiToken]:
+    user = get_user(session, user_name)
+    require({"target_user_id": user.id}, principal, Permission.MANAGE_TOKENS)
+    return list(
+        session.execute(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created))
+        .scalars()
+    )
+
+
+def revoke_token(
+    session: Session, token_id: str, *, principal: Principal, context: RequestContext = CLI_CONTEXT,
+    secret: bytes = b"",
+) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"no API token with id '{token_id}'")
+    require({"target_user_id": row.user_id}, principal, Permission.MANAGE_TOKENS)
+    if row.revoked is None:
+        row.revoked = utcnow()
+        record_event(
+            session, "token.revoked", actor_id=principal.user_id, actor=principal.username,
+            subject=f"token:{token_id}", context=context, secret=secret,
+        )
+    return row
+
+
+def authenticate_token(session: Session, secret: bytes, raw: str) -> tuple[Principal, ApiToken]:
+    """Verify an API token (microseconds: HMACs and one keyed lookup, no password hash)."""
+    try:
+        token_id, macaroon = parse_token_id(raw.strip())
+        row = session.get(ApiToken, token_id)
+        if row is None:
+            raise InvalidToken("unknown API token: it may have been deleted; create a new one")
+        if row.revoked is not None:
+            raise InvalidToken("this API token has been revoked: create a new one")
+        user = session.get(User, row.user_id)
+        if user is None or not user.is_active:
+            raise InvalidToken("the API token's user is disabled")
+        claims = verify_token(
+            secret, macaroon, token_id=token_id, user_id=user.id, stored_caveats=row.caveats
+        )
+    except InvalidToken as exc:
+        raise Forbidden(f"Invalid API token: {exc}") from None
+    principal = Principal(
+        user_id=user.id, username=user.username, is_admin=user.is_admin,
+        token_projects=claims.projects, token_id=token_id,
+    )
+    return principal, row
+
+
+def authenticate_basic(session: Session, secret: bytes, username: str, password: str) -> tuple[Principal, ApiToken]:
+    """HTTP Basic credentials: only ``__token__`` with an API token is accepted."""
+    if hmac.compare_digest(username.encode(), b"__token__"):
+        return authenticate_token(session, secret, password)
+    # Passwords never authenticate uploads or API calls; nothing is checked, nothing leaks.
+    raise Forbidden(
+        "Username/Password authentication is not supported for uploads or API calls. " + HOW_TO_GET_A_TOKEN
+    )

@@ -1,0 +1,131 @@
+"""Authorization: the one place that decides allow or deny.
+
+Every route and CLI command asks ``decide``; nothing else compares roles. Deny unless a rule below
+allows. A token limited to some projects can act only on those projects and never on accounts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Permission(enum.StrEnum):
+    READ = "read"
+    """Read public pages and files."""
+    CREATE_PROJECT = "create_project"
+    """Upload the first file of a name nobody has registered."""
+    UPLOAD = "upload"
+    """Upload a file to an existing project."""
+    YANK = "yank"
+    """Yank or un-yank a release."""
+    MANAGE_ROLES = "manage_roles"
+    """Grant or remove owner and maintainer roles on a project."""
+    VIEW_ROLES = "view_roles"
+    """List a project's roles."""
+    MANAGE_TOKENS = "manage_tokens"
+    """Create, list and revoke API tokens of a user."""
+    CREATE_USER = "create_user"
+    """Create accounts."""
+    SET_ADMIN = "set_admin"
+    """Make a user an index admin."""
+
+
+PROJECT_PERMISSIONS = frozenset(
+    {Permission.CREATE_PROJECT, Permission.UPLOAD, Permission.YANK, Permission.MANAGE_ROLES, Permission.VIEW_ROLES}
+)
+OWNER_ONLY = frozenset({Permission.YANK, Permission.MANAGE_ROLES})
+UPLOADER_ROLES = frozenset({"owner", "maintainer"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting."""
+
+    user_id: int | None
+    """The acting user; None for the local operator (CLI with access to the data dir)."""
+    username: str
+    """For messages and the audit log."""
+    is_admin: bool
+    """Index admin (or the local operator)."""
+    token_projects: frozenset[str] | None = None
+    """Projects an API token is limited to; None: not limited."""
+    token_id: str | None = None
+    """The API token used, if any."""
+
+
+# Whoever runs the CLI can read the data dir and the server secret: they are the operator.
+OPERATOR = Principal(user_id=None, username="operator (cli)", is_admin=True)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    """Why not, said so that the user knows what to do; empty when allowed."""
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+ALLOW = Decision(True, "")
+
+
+def decide(
+    principal: Principal | None,
+    permission: Permission,
+    *,
+    project: str | None = None,
+    role: str | None = None,
+    target_user_id: int | None = None,
+) -> Decision:
+    """Allow or deny ``permission``.
+
+    ``project`` is the normalized project name for project permissions, ``role`` the principal's
+    role on it (None when it has none), ``target_user_id`` the account acted on for account
+    permissions.
+    """
+    if permission is Permission.READ:
+        return ALLOW
+    if principal is None:
+        return Decision(False, "authentication required: supply an API token (username __token__)")
+    if permission in PROJECT_PERMISSIONS:
+        if project is None:
+            return Decision(False, "no project named")
+        if principal.token_projects is not None and project not in principal.token_projects:
+            allowed = ", ".join(sorted(principal.token_projects)) or "no project"
+            return Decision(
+                False,
+                f"this API token is limited to {allowed} and cannot act on '{project}': "
+                f"create a token for '{project}' (bastion token create --project {project})",
+            )
+        if principal.is_admin:
+            return ALLOW
+        if permission is Permission.CREATE_PROJECT:
+            return ALLOW
+        if permission is Permission.VIEW_ROLES and role is not None:
+            return ALLOW
+        if permission in OWNER_ONLY:
+            if role == "owner":
+                return ALLOW
+            return Decision(False, f"only an owner of '{project}' may do this; ask an owner")
+        if permission is Permission.UPLOAD and role in UPLOADER_ROLES:
+            return ALLOW
+        return Decision(
+            False,
+            f"user '{principal.username}' is not allowed to upload to project '{project}': "
+            "ask an owner to add you as a maintainer",
+        )
+    if principal.token_projects is not None:
+        return Decision(
+            False, "a project-scoped API token cannot manage accounts; use a token without --project"
+        )
+    if permission is Permission.MANAGE_TOKENS:
+        if principal.is_admin or (target_user_id is not None and target_user_id == principal.user_id):
+            return ALLOW
+        return Decision(False, "you can manage only your own API tokens")
+    if permission in (Permission.CREATE_USER, Permission.SET_ADMIN):
+        if principal.is_admin:
+            return ALLOW
+        return Decision(False, "only an index admin may do this")
+    return Decision(False, f"permission {permission} is not granted to anyone")

@@ -1,0 +1,258 @@
+"""The ``bastion`` command: serve, and the operator's account and project commands.
+
+Every command takes ``--data-dir`` (default ``./bastion-data`` or ``BASTION_DATA_DIR``), works while
+the server runs (it writes the same database and signals the change), prints errors to stderr and
+exits non-zero on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bastion.authz import OPERATOR
+from bastion.errors import ServiceError
+from bastion.settings import SettingsError, load_settings, parse_duration
+
+err = Console(stderr=True)
+out = Console()
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data directory (default: $BASTION_DATA_DIR or ./bastion-data).",
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    sys.exit(code)
+
+
+def _open(data_dir: str | None):  # type: ignore[no-untyped-def]
+    from bastion.services import Bastion
+
+    try:
+        return Bastion(load_settings(data_dir))
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+
+
+def _run(data_dir: str | None, action: Callable[[Any, Any], Any]) -> Any:
+    """Run ``action(session, bastion)`` in one write transaction; report ServiceErrors cleanly."""
+    bastion = _open(data_dir)
+    try:
+        with bastion.db.write() as session:
+            result = action(session, bastion)
+        if isinstance(result, int) and not isinstance(result, bool):
+            bastion.notify_change(result)
+        return result
+    except ServiceError as exc:
+        _fail(exc.message)
+    finally:
+        bastion.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bastion-index")
+def main() -> None:
+    """Bastion: a self-hostable Python package index built for supply-chain security."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Worker processes (default 1).")
+@data_dir_option
+def serve(host: str, port: int, workers: int | None, data_dir: str | None) -> None:
+    """Start the index; the data dir is created and migrated on first start."""
+    import uvicorn
+
+    from bastion.db import migrate
+    from bastion.settings import ensure_data_dir
+
+    try:
+        settings = load_settings(data_dir, workers=workers)
+        ensure_data_dir(settings)
+        migrate(settings.effective_database_url)
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    except Exception as exc:  # database unreachable, unwritable data dir...
+        _fail(f"cannot prepare the data dir or database: {exc}", 2)
+    os.environ["BASTION_DATA_DIR"] = str(settings.data_dir)
+    err.print(
+        f"Bastion serving http://{host}:{port}/simple/  (data dir {settings.data_dir.resolve()}, "
+        f"database {settings.effective_database_url.split('@')[-1]})",
+        highlight=False,
+    )
+    uvicorn.run(
+        "bastion.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=settings.workers,
+        http="bastion.server:ReasonPhraseProtocol",
+        loop="uvloop",
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+    )
+
+
+@main.group()
+def user() -> None:
+    """Manage user accounts."""
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--email", required=True, help="The user's email address.")
+@data_dir_option
+def user_create(name: str, email: str, data_dir: str | None) -> None:
+    """Create a user; the password is read from stdin (or prompted for on a terminal)."""
+    from bastion.accounts import service
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    _run(data_dir, lambda s, b: service.create_user(s, name, email, password, principal=OPERATOR, secret=b.secret))
+    out.print(f"created user {name}", highlight=False)
+
+
+@user.command("set-admin")
+@click.argument("name")
+@data_dir_option
+def user_set_admin(name: str, data_dir: str | None) -> None:
+    """Make NAME an index admin."""
+    from bastion.accounts import service
+
+    _run(data_dir, lambda s, b: service.set_admin(s, name, principal=OPERATOR, secret=b.secret))
+    out.print(f"{name} is now an index admin", highlight=False)
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.option("--user", "user_name", required=True, help="The user the token acts as.")
+@click.option("--project", "projects", multiple=True, help="Limit the token to this project (repeatable).")
+@click.option("--expires", default=None, help="Lifetime, e.g. 30d, 12h, or 'never' (default from settings: 90d).")
+@click.option("--description", default="", help="A note to recognise the token by.")
+@data_dir_option
+def token_create(user_name: str, projects: tuple[str, ...], expires: str | None, description: str,
+                 data_dir: str | None) -> None:
+    """Create an API token and print it once (it is not stored and cannot be shown again)."""
+    from bastion.accounts import service
+
+    settings = load_settings(data_dir)
+    try:
+        if expires is None:
+            expires_in = settings.token_expiry
+        elif expires.strip().lower() == "never":
+            expires_in = None
+        else:
+            expires_in = parse_duration(expires, what="--expires")
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    new = _run(data_dir, lambda s, b: service.create_token(
+        s, b.secret, user_name, projects=list(projects) or None, expires_in=expires_in,
+        description=description, principal=OPERATOR))
+    scope = ", ".join(new.projects) if new.projects else "all projects of the user"
+    when = new.expires.strftime("%Y-%m-%d %H:%M UTC") if new.expires else "never"
+    err.print(f"token {new.token_id} for {user_name}: scope {scope}; expires {when}", highlight=False)
+    click.echo(new.token)
+
+
+@token.command("list")
+@click.option("--user", "user_name", required=True)
+@data_dir_option
+def token_list(user_name: str, data_dir: str | None) -> None:
+    """List a user's tokens (never the secrets)."""
+    from bastion.accounts import service
+
+    bastion = _open(data_dir)
+    try:
+        with bastion.db.read() as session:
+            rows = service.list_tokens(session, user_name, principal=OPERATOR)
+    except ServiceError as exc:
+        _fail(exc.message)
+    table = Table("id", "projects", "created", "expires", "last used", "revoked")
+    for r in rows:
+        table.add_row(r.id, ", ".join(r.projects) if r.projects else "(all)", f"{r.created:%Y-%m-%d}",
+                      f"{r.expires:%Y-%m-%d}" if r.expires else "never",
+                      f"{r.last_used:%Y-%m-%d %H:%M}" if r.last_used else "-",
+                      f"{r.revoked:%Y-%m-%d %H:%M}" if r.revoked else "-")
+    out.print(table)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@data_dir_option
+def token_revoke(token_id: str, data_dir: str | None) -> None:
+    """Revoke a token at once."""
+    from bastion.accounts import service
+
+    _run(data_dir, lambda s, b: service.revoke_token(s, token_id, principal=OPERATOR, secret=b.secret))
+    out.print(f"revoked {token_id}", highlight=False)
+
+
+@main.group()
+def project() -> None:
+    """Manage projects."""
+
+
+@project.command("add-role")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("user_name", metavar="USER")
+@click.argument("role", type=click.Choice(["owner", "maintainer"]))
+@data_dir_option
+def project_add_role(project_name: str, user_name: str, role: str, data_dir: str | None) -> None:
+    """Give USER the role owner or maintainer on PROJECT."""
+    from bastion.packaging import service
+
+    _run(data_dir, lambda s, b: service.add_role(s, project_name, user_name, role, principal=OPERATOR,
+                                                 secret=b.secret))
+    out.print(f"{user_name} is now {role} of {project_name}", highlight=False)
+
+
+@project.command("remove-role")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("user_name", metavar="USER")
+@data_dir_option
+def project_remove_role(project_name: str, user_name: str, data_dir: str | None) -> None:
+    """Remove USER's role on PROJECT."""
+    from bastion.packaging import service
+
+    _run(data_dir, lambda s, b: service.remove_role(s, project_name, user_name, principal=OPERATOR,
+                                                    secret=b.secret))
+    out.print(f"removed {user_name} from {project_name}", highlight=False)
+
+
+@project.command("yank")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("version")
+@click.option("--reason", default=None, help="Shown to installers (PEP 592).")
+@click.option("--undo", is_flag=True, help="Un-yank the release instead.")
+@data_dir_option
+def project_yank(project_name: str, version: str, reason: str | None, undo: bool, data_dir: str | None) -> None:
+    """Yank a release: pip skips it unless pinned exactly; files stay downloadable."""
+    from bastion.packaging import service
+
+    _run(data_dir, lambda s, b: service.set_yanked(s, project_name, version, yanked=not undo, reason=reason,
+                                                   principal=OPERATOR, secret=b.secret))
+    out.print(f"{'un-yanked' if undo else 'yanked'} {project_name} {version}", highlight=False)
+
+
+if __name__ == "__main__":
+    main()

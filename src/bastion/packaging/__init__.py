@@ -1,0 +1,1 @@
+"""Projects, releases, files and roles, and the upload pipeline."""

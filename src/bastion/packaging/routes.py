@@ -1,0 +1,158 @@
+"""HTTP routes for packages: twine's legacy upload and the project API (parse, call, render)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from bastion.errors import ServiceError
+from bastion.http import authenticate, bastion_of, error_response, request_context
+from bastion.packaging import service
+from bastion.packaging.errors import UploadRejected
+from bastion.packaging.upload import IncomingFile, upload
+
+router = APIRouter()
+
+# Form fields larger than this are refused (the description is the largest one twine sends).
+MAX_FIELD_BYTES = 4 * 1024 * 1024
+
+
+@router.post(
+    "/legacy/",
+    summary="Upload a distribution file (twine's legacy API)",
+    response_class=PlainTextResponse,
+    responses={400: {"description": "refused; the reason phrase says why"}, 403: {"description": "not allowed"}},
+)
+async def legacy_upload(request: Request) -> Response:
+    """Multipart form as twine sends it; authenticate with username ``__token__`` and an API token."""
+    bastion = bastion_of(request)
+    try:
+        auth = await run_in_threadpool(authenticate, request)
+        if auth is None:
+            raise UploadRejected(
+                "Invalid or non-existent authentication information. Upload with username __token__ "
+                "and an API token as password (create one with `bastion token create --user NAME`).",
+                status=401,
+            )
+        principal, token = auth
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > bastion.settings.max_file_size + MAX_FIELD_BYTES:
+            raise UploadRejected(
+                f"File too large. Limit for this index is {bastion.settings.max_file_size // (1024 * 1024)} MiB.",
+                status=413,
+            )
+        try:
+            form = await request.form(max_files=1, max_fields=1000, max_part_size=MAX_FIELD_BYTES)
+        except Exception as exc:  # malformed multipart bodies
+            raise UploadRejected(f"Invalid upload form: {exc}. Upload with twine.") from None
+        try:
+            content = form.get("content")
+            if not isinstance(content, UploadFile) or not content.filename:
+                raise UploadRejected("Upload payload does not have a file: include the 'content' file part.")
+            fields: dict[str, str] = {}
+            for key, value in form.multi_items():
+                if isinstance(value, str) and key not in fields:
+                    fields[key] = value
+            incoming = IncomingFile(filename=content.filename, content_type=content.content_type,
+                                    stream=content.file)
+            outcome = await run_in_threadpool(
+                upload, bastion, principal, token, fields, incoming, request_context(request)
+            )
+        finally:
+            await form.close()
+    except ServiceError as exc:
+        return error_response(exc)
+    text = "OK\n" if outcome.created else "OK (identical file already stored)\n"
+    return PlainTextResponse(text)
+
+
+class YankRequest(BaseModel):
+    reason: str | None = Field(default=None, max_length=1000, description="Why the release is yanked")
+
+
+class RoleRequest(BaseModel):
+    user: str = Field(description="Username to grant the role to")
+    role: str = Field(description="owner or maintainer")
+
+
+class RoleOut(BaseModel):
+    username: str
+    role: str
+
+
+class SerialOut(BaseModel):
+    serial: int
+
+
+def _principal(request: Request):  # type: ignore[no-untyped-def]
+    auth = authenticate(request)
+    return auth[0] if auth else None
+
+
+def _write(request: Request, action):  # type: ignore[no-untyped-def]
+    bastion = bastion_of(request)
+    principal = _principal(request)
+    with bastion.db.write() as session:
+        result = action(session, principal, bastion)
+    if isinstance(result, int):
+        bastion.notify_change(result)
+    return result
+
+
+@router.post("/api/v1/projects/{project}/releases/{version}/yank", response_model=SerialOut,
+             summary="Yank a release (owner)")
+def yank(project: str, version: str, body: YankRequest, request: Request):  # type: ignore[no-untyped-def]
+    try:
+        serial = _write(request, lambda s, p, b: service.set_yanked(
+            s, project, version, yanked=True, reason=body.reason, principal=p,
+            context=request_context(request), secret=b.secret))
+    except ServiceError as exc:
+        return error_response(exc, json=True)
+    return SerialOut(serial=serial)
+
+
+@router.post("/api/v1/projects/{project}/releases/{version}/unyank", response_model=SerialOut,
+             summary="Un-yank a release (owner)")
+def unyank(project: str, version: str, request: Request):  # type: ignore[no-untyped-def]
+    try:
+        serial = _write(request, lambda s, p, b: service.set_yanked(
+            s, project, version, yanked=False, reason=None, principal=p,
+            context=request_context(request), secret=b.secret))
+    except ServiceError as exc:
+        return error_response(exc, json=True)
+    return SerialOut(serial=serial)
+
+
+@router.get("/api/v1/projects/{project}/roles", response_model=list[RoleOut],
+            summary="List a project's roles (anyone with a role, or an admin)")
+def get_roles(project: str, request: Request):  # type: ignore[no-untyped-def]
+    try:
+        principal = _principal(request)
+        with bastion_of(request).db.read() as session:
+            roles = service.list_roles(session, project, principal=principal)
+    except ServiceError as exc:
+        return error_response(exc, json=True)
+    return [RoleOut(username=r.username, role=r.role) for r in roles]
+
+
+@router.post("/api/v1/projects/{project}/roles", response_model=SerialOut, summary="Grant a role (owner)")
+def post_role(project: str, body: RoleRequest, request: Request):  # type: ignore[no-untyped-def]
+    try:
+        serial = _write(request, lambda s, p, b: service.add_role(
+            s, project, body.user, body.role, principal=p, context=request_context(request), secret=b.secret))
+    except ServiceError as exc:
+        return error_response(exc, json=True)
+    return SerialOut(serial=serial)
+
+
+@router.delete("/api/v1/projects/{project}/roles/{user}", response_model=SerialOut, summary="Remove a role (owner)")
+def delete_role(project: str, user: str, request: Request):  # type: ignore[no-untyped-def]
+    try:
+        serial = _write(request, lambda s, p, b: service.remove_role(
+            s, project, user, principal=p, context=request_context(request), secret=b.secret))
+    except ServiceError as exc:
+        return error_response(exc, json=True)
+    return SerialOut(serial=serial)

@@ -1,0 +1,332 @@
+"""The upload pipeline (twine's legacy API): checks, then one transaction, then the change notice.
+
+A refused or failed upload leaves nothing behind: the temporary copy is removed, the blobs
+written for it are deleted, and the transaction (rows, journal, events, rendered pages) rolls back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from packaging.metadata import Metadata, parse_email
+from packaging.utils import canonicalize_version
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bastion.accounts.models import ApiToken, User
+from bastion.authz import Permission, Principal
+from bastion.db import utcnow
+from bastion.events import RequestContext, record_event
+from bastion.packaging import archives, checks
+from bastion.packaging.errors import UploadRejected
+from bastion.packaging.models import DeletedFilename, File, Project, Release
+from bastion.packaging.service import authorize, create_project, find_project, journal
+from bastion.services import Bastion
+from bastion.simple.render import refresh_project_pages
+
+log = logging.getLogger("bastion.upload")
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """The file part of an upload form."""
+
+    filename: str
+    """As sent by the client."""
+    content_type: str | None
+    """The part's Content-Type."""
+    stream: BinaryIO
+    """The bytes."""
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What an accepted upload did."""
+
+    created: bool
+    """False when the identical file was already stored (twine --skip-existing, or a retry)."""
+    project: str
+    """Normalized project name."""
+    version: str
+    """Release version."""
+    filename: str
+    """Stored filename."""
+    serial: int
+    """Journal serial after the upload (0 when nothing changed)."""
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """An uploaded file that passed every check that needs no database."""
+
+    path: Path
+    filename: str
+    filetype: str
+    size: int
+    digests: dict[str, str]
+    metadata: Metadata
+    metadata_raw: dict
+    metadata_bytes: bytes
+    python_version: str
+
+
+def blob_path(blake2_256: str, filename: str) -> str:
+    """Content-addressed path, as PyPI lays out files."""
+    return f"packages/{blake2_256[:2]}/{blake2_256[2:4]}/{blake2_256[4:]}/{filename}"
+
+
+def spool(stream: BinaryIO, directory: Path, limit: int, filename: str) -> tuple[Path, int, dict[str, str]]:
+    """Copy the upload to a private temporary file while hashing it and enforcing the size limit."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    blake2 = hashlib.blake2b(digest_size=32)
+    size = 0
+    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    checks.check_file_size(size, limit, filename)
+                md5.update(chunk)
+                sha256.update(chunk)
+                blake2.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    digests = {
+        "md5_digest": md5.hexdigest(),
+        "sha256_digest": sha256.hexdigest(),
+        "blake2_256_digest": blake2.hexdigest(),
+    }
+    return path, size, digests
+
+
+def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile, path: Path,
+               size: int, digests: dict[str, str], filetype: str) -> CheckedFile:
+    """Every check on the artifact itself: size, digests, archive, metadata, filename, README."""
+    settings = bastion.settings
+    filename = incoming.filename
+    checks.check_file_size(size, settings.max_file_size, filename)
+    checks.check_digests_match(form, digests)
+    kind = archives.detect_kind(path)
+    limits = archives.ArchiveLimits(
+        max_uncompressed=settings.max_uncompressed_size, max_ratio=settings.max_compression_ratio,
+        bomb_floor=settings.bomb_floor, max_members=settings.max_archive_members,
+    )
+    if filetype == "bdist_wheel":
+        if kind != "zip":
+            raise UploadRejected(f"Invalid distribution file '{filename}': a wheel must be a zip archive.")
+        metadata_bytes, _ = archives.inspect_wheel(path, filename, limits)
+    else:
+        if kind != "tar":
+            raise UploadRejected(
+                f"Invalid distribution file '{filename}': a .tar.gz sdist must be a gzip-compressed tar archive."
+            )
+        metadata_bytes, _ = archives.inspect_sdist(path, filename, limits)
+    metadata = checks.parse_core_metadata(metadata_bytes, filename)
+    checks.check_metadata_rules(metadata)
+    checks.check_form_agrees(form, metadata)
+    if filetype == "bdist_wheel":
+        parsed = checks.check_wheel_filename(filename, metadata)
+    else:
+        parsed = checks.check_sdist_filename(filename, metadata)
+    checks.check_readme(metadata)
+    raw, _unparsed = parse_email(metadata_bytes)
+    return CheckedFile(
+        path=path, filename=filename, filetype=filetype, size=size, digests=digests, metadata=metadata,
+        metadata_raw=dict(raw), metadata_bytes=metadata_bytes, python_version=parsed.python_version,
+    )
+
+
+def file_exists_message(filename: str, blake2: str) -> str:
+    # "File already exists" is load-bearing: twine --skip-existing looks for "already exist".
+    return (
+        f"File already exists ('{filename}', with blake2_256 hash '{blake2}'). "
+        "Each filename can be uploaded once; upload a new version instead."
+    )
+
+
+def _existing_file(session: Session, checked: CheckedFile) -> File | None:
+    """The identical file if already stored; refuses a different file under a taken name or hash."""
+    blake2 = checked.digests["blake2_256_digest"]
+    rows = session.execute(
+        select(File).where(
+            (File.filename == checked.filename)
+            | (File.blake2_256_digest == blake2)
+            | (File.sha256_digest == checked.digests["sha256_digest"])
+        )
+    ).scalars().all()
+    for row in rows:
+        if row.filename == checked.filename and row.blake2_256_digest == blake2:
+            return row
+    if rows:
+        raise UploadRejected(file_exists_message(checked.filename, blake2))
+    if session.get(DeletedFilename, checked.filename) is not None:
+        raise UploadRejected(
+            f"This filename has already been used, use a different version ('{checked.filename}' was "
+            "uploaded and deleted before; filenames cannot be reused)."
+        )
+    return None
+
+
+def _get_or_create_release(session: Session, project: Project, checked: CheckedFile) -> Release:
+    version = str(checked.metadata.version)
+    canonical = canonicalize_version(version)
+    release = session.execute(
+        select(Release).where(Release.project_id == project.id, Release.canonical_version == canonical)
+    ).scalar_one_or_none()
+    if release is None:
+        release = Release(
+            project_id=project.id, version=version, canonical_version=canonical,
+            requires_python=str(checked.metadata.requires_python) if checked.metadata.requires_python else None,
+            core_metadata=checked.metadata_raw,
+        )
+        session.add(release)
+        session.flush()
+        return release
+    if checked.filetype == "sdist":
+        has_sdist = session.execute(
+            select(File.id).where(File.release_id == release.id, File.packagetype == "sdist")
+        ).first()
+        if has_sdist:
+            raise UploadRejected(
+                f"Only one sdist may be uploaded per release: {project.name} {release.version} has one already."
+            )
+    return release
+
+
+def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiToken | None,
+           checked: CheckedFile, context: RequestContext, written: list[str]) -> UploadOutcome:
+    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    project = find_project(session, checked.metadata.name)
+    new_project = project is None
+    if project is None:
+        from bastion.authz import decide
+        from bastion.packaging.names import normalize
+
+        decision = decide(principal, Permission.CREATE_PROJECT, project=normalize(checked.metadata.name))
+        if not decision:
+            raise UploadRejected(decision.reason, status=403)
+        # A concurrent creation of the same name fails at flush with IntegrityError; the caller
+        # then retries the whole transaction once, and the retry finds the project.
+        project = create_project(
+            session, checked.metadata.name, user,
+            prohibited=frozenset(bastion.settings.prohibited_names), context=context, secret=bastion.secret,
+        )
+    else:
+        try:
+            authorize(session, principal, Permission.UPLOAD, project)
+        except Exception as exc:
+            raise UploadRejected(str(exc), status=403) from None
+    existing = _existing_file(session, checked)
+    if existing is not None:
+        return UploadOutcome(created=False, project=project.normalized_name, version=existing.release.version,
+                             filename=existing.filename, serial=0)
+    release = _get_or_create_release(session, project, checked)
+    total = session.execute(select(func.coalesce(func.sum(File.size), 0)).where(File.project_id == project.id)).scalar()
+    checks.check_project_size(int(total or 0), checked.size, bastion.settings.max_project_size, project.name)
+    path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
+    metadata_sha256 = None
+    written.append(path)
+    bastion.blobs.put_file(path, checked.path)
+    if checked.filetype == "bdist_wheel":
+        written.append(path + ".metadata")
+        bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
+        metadata_sha256 = hashlib.sha256(checked.metadata_bytes).hexdigest()
+    session.add(File(
+        release_id=release.id, project_id=project.id, filename=checked.filename, packagetype=checked.filetype,
+        python_version=checked.python_version, size=checked.size, md5_digest=checked.digests["md5_digest"],
+        sha256_digest=checked.digests["sha256_digest"], blake2_256_digest=checked.digests["blake2_256_digest"],
+        path=path,
+        requires_python=str(checked.metadata.requires_python) if checked.metadata.requires_python else None,
+        metadata_sha256=metadata_sha256, upload_time=utcnow(), uploader_id=principal.user_id,
+    ))
+    session.add(DeletedFilename(filename=checked.filename))
+    project.total_size = int(total or 0) + checked.size
+    serial = journal(session, project, f"add {checked.python_version} file {checked.filename}",
+                     version=release.version, actor_id=principal.user_id)
+    if token is not None:
+        token.last_used = utcnow()
+        session.add(token)
+    record_event(session, "file.uploaded", actor_id=principal.user_id, actor=principal.username,
+                 subject=f"project:{project.normalized_name}", context=context, secret=bastion.secret,
+                 details={"filename": checked.filename, "version": release.version,
+                          "sha256": checked.digests["sha256_digest"], "token_id": principal.token_id})
+    refresh_project_pages(session, project.id, versions=[release.version], index=new_project)
+    return UploadOutcome(created=True, project=project.normalized_name, version=release.version,
+                         filename=checked.filename, serial=serial)
+
+
+def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form: Mapping[str, str],
+           incoming: IncomingFile, context: RequestContext) -> UploadOutcome:
+    """Run the whole pipeline; raises UploadRejected with the message twine prints."""
+    checks.check_protocol(form)
+    filetype = checks.check_filetype(form)
+    checks.check_required_fields(form)
+    checks.check_digests_present(form)
+    checks.check_filename_text(incoming.filename)
+    checks.check_extension(incoming.filename, filetype)
+    checks.check_content_type(incoming.content_type)
+    with bastion.db.read() as session:  # refuse early, before reading a large body
+        project = find_project(session, form["name"])
+        if project is not None:
+            try:
+                authorize(session, principal, Permission.UPLOAD, project)
+            except Exception as exc:
+                raise UploadRejected(str(exc), status=403) from None
+    path, size, digests = spool(incoming.stream, bastion.tmp_dir, bastion.settings.max_file_size, incoming.filename)
+    try:
+        checked = check_file(bastion, form, incoming, path, size, digests, filetype)
+        for attempt in (1, 2):
+            written: list[str] = []
+            try:
+                with bastion.db.write() as session:
+                    if token is not None:
+                        token = session.merge(token)
+                    outcome = _store(session, bastion, principal, token, checked, context, written)
+            except IntegrityError:
+                _remove(bastion, written)
+                if attempt == 2:
+                    raise UploadRejected(
+                        "Another upload changed this project at the same moment; retry the upload.", status=409
+                    ) from None
+                continue
+            except BaseException:
+                _remove(bastion, written)
+                raise
+            if outcome.created:
+                bastion.notify_change(outcome.serial)
+            return outcome
+        raise AssertionError("unreachable")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _remove(bastion: Bastion, written: list[str]) -> None:
+    """Delete blobs written by a failed attempt, unless a committed file owns them (a concurrent
+    upload of the identical file may have won the race and committed the same path)."""
+    if not written:
+        return
+    with bastion.db.read() as session:
+        owned = set(session.execute(
+            select(File.path).where(File.path.in_([p.removesuffix(".metadata") for p in written]))
+        ).scalars())
+    for path in written:
+        if path.removesuffix(".metadata") in owned:
+            continue
+        try:
+            bastion.blobs.delete(path)
+        except OSError:
+            log.exception("could not remove blob %s after a failed upload", path)

@@ -1,0 +1,199 @@
+"""All configuration in one place.
+
+Values come from, in rising order of precedence: the defaults below, an optional TOML file
+(``BASTION_CONFIG`` or ``<data dir>/bastion.toml``), and ``BASTION_*`` environment variables.
+The defaults run the embedded configuration: SQLite and a local blob directory in the data dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = "./bastion-data"
+
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names it and says how to fix it."""
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, *, what: str = "duration") -> timedelta:
+    """Parse ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` into a timedelta."""
+    match = _DURATION_RE.match(str(text))
+    if not match:
+        raise SettingsError(
+            f"invalid {what} {text!r}: use a whole number and a unit, e.g. 30d, 12h, 90m, 45s or 2w"
+        )
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise SettingsError(f"invalid {what} {text!r}: it must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Bastion's configuration; every field can be set as ``BASTION_<FIELD NAME IN CAPS>``."""
+
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    """Where the SQLite file, blobs, keys and the outbox live (created on first start)."""
+
+    database_url: str = ""
+    """SQLAlchemy URL; empty means ``sqlite:///<data_dir>/bastion.db``."""
+
+    blob_dir: Path | None = None
+    """Local blob directory; empty means ``<data_dir>/files``."""
+
+    public_url: str = ""
+    """Absolute base URL used in the JSON API's file URLs; empty means the request's own host."""
+
+    max_file_size: int = 100 * MIB
+    """Largest distribution file accepted (bytes); PyPI's default is 100 MiB."""
+
+    max_project_size: int = 10 * 1024 * MIB
+    """Largest total size of one project's files (bytes); PyPI's default is 10 GiB."""
+
+    max_uncompressed_size: int = 1024 * MIB
+    """Largest total uncompressed size of an archive's members (decompression-bomb limit)."""
+
+    max_compression_ratio: int = 50
+    """Largest ratio of uncompressed to compressed size when over ``bomb_floor`` (zip-bomb limit)."""
+
+    bomb_floor: int = 64 * MIB
+    """Archives whose members total less than this are never judged by ratio alone."""
+
+    max_archive_members: int = 100_000
+    """Largest number of members in an archive."""
+
+    token_default_expiry: str = "90d"
+    """Lifetime of an API token made without ``--expires``; ``never`` allows tokens without expiry."""
+
+    prohibited_names: tuple[str, ...] = ()
+    """Project names nobody may register (admin ban list), besides the built-in reserved names."""
+
+    page_cache_bytes: int = 64 * MIB
+    """Memory budget of the in-process cache of rendered pages."""
+
+    workers: int = 1
+    """Server worker processes."""
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "bastion.db"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def effective_blob_dir(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "files"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @property
+    def changes_path(self) -> Path:
+        """A file touched after every committed change, so every process drops stale pages."""
+        return self.data_dir / "changes.serial"
+
+    @property
+    def token_expiry(self) -> timedelta | None:
+        if self.token_default_expiry.strip().lower() == "never":
+            return None
+        return parse_duration(self.token_default_expiry, what="BASTION_TOKEN_DEFAULT_EXPIRY")
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    kind_text = str(kind)
+    try:
+        if "Path" in kind_text:
+            return None if raw in ("", None) else Path(str(raw))
+        if kind_text in ("int", "<class 'int'>"):
+            value = int(raw)
+            if value <= 0:
+                raise ValueError
+            return value
+        if kind_text.startswith("tuple"):
+            if isinstance(raw, str):
+                return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return tuple(str(part) for part in raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(
+            f"invalid value {raw!r} for {name}: expected a positive whole number"
+        ) from None
+
+
+def load_settings(data_dir: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, the TOML file, the environment and explicit overrides."""
+    env = os.environ
+    values: dict[str, Any] = {}
+    chosen_dir = data_dir or env.get("BASTION_DATA_DIR") or DEFAULT_DATA_DIR
+    values["data_dir"] = Path(chosen_dir)
+    config_path = Path(env["BASTION_CONFIG"]) if env.get("BASTION_CONFIG") else Path(chosen_dir) / "bastion.toml"
+    known = {f.name: f for f in fields(Settings)}
+    if config_path.is_file():
+        try:
+            table = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read {config_path}: {exc}; fix the TOML syntax") from None
+        for key, raw in table.items():
+            if key not in known or key == "data_dir":
+                raise SettingsError(
+                    f"unknown setting {key!r} in {config_path}; known settings: "
+                    + ", ".join(sorted(k for k in known if k != "data_dir"))
+                )
+            values[key] = _coerce(key, known[key].type, raw)
+    for name, spec in known.items():
+        if name == "data_dir":
+            continue
+        env_name = f"BASTION_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(env_name, spec.type, env[env_name])
+    for name, raw in overrides.items():
+        if raw is not None:
+            values[name] = _coerce(name, known[name].type, raw) if name != "data_dir" else Path(raw)
+    settings = replace(Settings(), **values)
+    settings.token_expiry  # validates the duration early, with a clear message
+    if settings.workers < 1:
+        raise SettingsError("BASTION_WORKERS must be at least 1")
+    return settings
+
+
+def ensure_data_dir(settings: Settings) -> None:
+    """Create the data dir and the server secret on first use."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.effective_blob_dir.mkdir(parents=True, exist_ok=True)
+    key_path = settings.secret_key_path
+    if not key_path.exists():
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+
+
+def read_secret_key(settings: Settings) -> bytes:
+    """The server secret: the root from which every API token's macaroon key is derived."""
+    env_key = os.environ.get("BASTION_SECRET_KEY")
+    if env_key:
+        return env_key.encode()
+    try:
+        return settings.secret_key_path.read_text().strip().encode()
+    except FileNotFoundError:
+        raise SettingsError(
+            f"no secret key at {settings.secret_key_path}; run `bastion serve` once to create the data dir"
+        ) from None
+
+

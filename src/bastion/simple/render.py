@@ -1,0 +1,318 @@
+"""Render the read API's pages once per change: simple pages (HTML and JSON) and the JSON API.
+
+Simple pages link files relative to themselves (``../../packages/...``), so their bytes do not
+depend on the host that serves them; the same bytes can be TUF targets. JSON API pages carry
+absolute URLs in PyPI's shape, written with the placeholder ``BASE_PLACEHOLDER`` that the server
+replaces with its public base URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from bastion.db import utcnow
+from bastion.packaging.models import File, Project, Release
+from bastion.simple.models import RenderedPage
+
+API_VERSION = "1.1"
+HTML_TYPE = "text/html; charset=utf-8"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+JSON_TYPE = "application/json"
+BASE_PLACEHOLDER = "@@BASTION_BASE_URL@@"
+
+
+@dataclass(frozen=True)
+class Page:
+    """A rendered page ready to store."""
+
+    key: str
+    """Storage key, e.g. ``simple/foo/index.html``."""
+    content_type: str
+    """Media type the stored bytes are."""
+    body: bytes
+    """The bytes served."""
+
+
+def simple_index_key(fmt: str) -> str:
+    return f"simple/index.{fmt}"
+
+
+def simple_detail_key(name: str, fmt: str) -> str:
+    return f"simple/{name}/index.{fmt}"
+
+
+def json_project_key(name: str) -> str:
+    return f"pypi/{name}/json"
+
+
+def json_release_key(name: str, version: str) -> str:
+    return f"pypi/{name}/{version}/json"
+
+
+def version_sort_key(text: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(text))
+    except InvalidVersion:
+        return (0, text)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _file_yank(file: File, release: Release) -> tuple[bool, str | None]:
+    if release.yanked:
+        return True, release.yanked_reason
+    if file.yanked:
+        return True, file.yanked_reason
+    return False, None
+
+
+def _ordered_files(project: Project) -> list[tuple[Release, File]]:
+    pairs = [(release, file) for release in project.releases for file in release.files]
+    pairs.sort(key=lambda pair: (version_sort_key(pair[0].version), pair[1].filename))
+    return pairs
+
+
+def _dumps(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def render_simple_detail(project: Project) -> list[Page]:
+    """PEP 503 HTML and PEP 691 JSON for one project (PEP 592, 658/714, 700)."""
+    pairs = _ordered_files(project)
+    versions = sorted({release.version for release in project.releases}, key=version_sort_key)
+    links = []
+    files_json = []
+    for release, file in pairs:
+        url = f"../../{file.path}"
+        yanked, reason = _file_yank(file, release)
+        attrs = [f'href="{escape(url)}#sha256={file.sha256_digest}"']
+        if file.requires_python:
+            attrs.append(f'data-requires-python="{escape(file.requires_python)}"')
+        if file.metadata_sha256:
+            attrs.append(f'data-dist-info-metadata="sha256={file.metadata_sha256}"')
+            attrs.append(f'data-core-metadata="sha256={file.metadata_sha256}"')
+        if yanked:
+            attrs.append(f'data-yanked="{escape(reason or "")}"')
+        links.append(f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br />\n")
+        entry: dict[str, Any] = {
+            "filename": file.filename,
+            "url": url,
+            "hashes": {"sha256": file.sha256_digest},
+            "requires-python": file.requires_python,
+            "core-metadata": {"sha256": file.metadata_sha256} if file.metadata_sha256 else False,
+            "dist-info-metadata": {"sha256": file.metadata_sha256} if file.metadata_sha256 else False,
+            "yanked": (reason or True) if yanked else False,
+            "size": file.size,
+            "upload-time": _iso(file.upload_time),
+        }
+        files_json.append(entry)
+    name = escape(project.normalized_name)
+    html = (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        f"    <title>Links for {name}</title>\n  </head>\n  <body>\n"
+        f"    <h1>Links for {name}</h1>\n" + "".join(links) + "  </body>\n</html>\n"
+    )
+    document = {
+        "meta": {"api-version": API_VERSION, "_last-serial": project.last_serial},
+        "name": project.normalized_name,
+        "versions": versions,
+        "files": files_json,
+    }
+    return [
+        Page(simple_detail_key(project.normalized_name, "html"), HTML_TYPE, html.encode()),
+        Page(simple_detail_key(project.normalized_name, "json"), SIMPLE_JSON, _dumps(document)),
+    ]
+
+
+def render_simple_index(session: Session, serial: int) -> list[Page]:
+    names = list(session.execute(select(Project.normalized_name).order_by(Project.normalized_name)).scalars())
+    anchors = "".join(f'    <a href="{escape(n)}/">{escape(n)}</a>\n' for n in names)
+    html = (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        "    <title>Simple index</title>\n  </head>\n  <body>\n" + anchors + "  </body>\n</html>\n"
+    )
+    document = {
+        "meta": {"api-version": API_VERSION, "_last-serial": serial},
+        "projects": [{"name": n} for n in names],
+    }
+    return [
+        Page(simple_index_key("html"), HTML_TYPE, html.encode()),
+        Page(simple_index_key("json"), SIMPLE_JSON, _dumps(document)),
+    ]
+
+
+def _json_file(file: File, release: Release) -> dict[str, Any]:
+    yanked, reason = _file_yank(file, release)
+    return {
+        "comment_text": "",
+        "digests": {
+            "blake2b_256": file.blake2_256_digest,
+            "md5": file.md5_digest,
+            "sha256": file.sha256_digest,
+        },
+        "downloads": -1,
+        "filename": file.filename,
+        "has_sig": False,
+        "md5_digest": file.md5_digest,
+        "packagetype": file.packagetype,
+        "python_version": file.python_version,
+        "requires_python": file.requires_python,
+        "size": file.size,
+        "upload_time": file.upload_time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "upload_time_iso_8601": _iso(file.upload_time),
+        "url": f"{BASE_PLACEHOLDER}/{file.path}",
+        "yanked": yanked,
+        "yanked_reason": reason,
+    }
+
+
+def _joined(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return ", ".join(value) if value else None
+    return str(value)
+
+
+def _info(project: Project, release: Release) -> dict[str, Any]:
+    meta = release.core_metadata or {}
+    base = f"{BASE_PLACEHOLDER}/project/{project.normalized_name}"
+    return {
+        "author": meta.get("author"),
+        "author_email": meta.get("author_email"),
+        "bugtrack_url": None,
+        "classifiers": meta.get("classifiers", []),
+        "description": meta.get("description"),
+        "description_content_type": meta.get("description_content_type"),
+        "docs_url": None,
+        "download_url": meta.get("download_url"),
+        "downloads": {"last_day": -1, "last_month": -1, "last_week": -1},
+        "dynamic": meta.get("dynamic"),
+        "home_page": meta.get("home_page"),
+        "keywords": _joined(meta.get("keywords")),
+        "license": meta.get("license"),
+        "license_expression": meta.get("license_expression"),
+        "license_files": meta.get("license_files"),
+        "maintainer": meta.get("maintainer"),
+        "maintainer_email": meta.get("maintainer_email"),
+        "name": project.name,
+        "package_url": f"{base}/",
+        "platform": _joined(meta.get("platforms")),
+        "project_url": f"{base}/",
+        "project_urls": meta.get("project_urls"),
+        "provides_extra": meta.get("provides_extra"),
+        "release_url": f"{base}/{release.version}/",
+        "requires_dist": meta.get("requires_dist"),
+        "requires_python": release.requires_python,
+        "summary": meta.get("summary"),
+        "version": release.version,
+        "yanked": release.yanked,
+        "yanked_reason": release.yanked_reason,
+    }
+
+
+def latest_release(project: Project) -> Release | None:
+    """PyPI's choice: the newest final non-yanked release, else the newest non-yanked, else the newest."""
+    releases = sorted(project.releases, key=lambda r: version_sort_key(r.version))
+    for candidates in (
+        [r for r in releases if not r.yanked and not Version(r.version).is_prerelease],
+        [r for r in releases if not r.yanked],
+        releases,
+    ):
+        if candidates:
+            return candidates[-1]
+    return None
+
+
+def render_json_project(project: Project) -> Page | None:
+    latest = latest_release(project)
+    if latest is None:
+        return None
+    releases = {
+        release.version: [_json_file(f, release) for f in release.files]
+        for release in sorted(project.releases, key=lambda r: version_sort_key(r.version))
+    }
+    document = {
+        "info": _info(project, latest),
+        "last_serial": project.last_serial,
+        "releases": releases,
+        "urls": [_json_file(f, latest) for f in latest.files],
+        "vulnerabilities": [],
+    }
+    return Page(json_project_key(project.normalized_name), JSON_TYPE, _dumps(document))
+
+
+def render_json_release(project: Project, release: Release) -> Page:
+    document = {
+        "info": _info(project, release),
+        "last_serial": project.last_serial,
+        "urls": [_json_file(f, release) for f in release.files],
+        "vulnerabilities": [],
+    }
+    return Page(json_release_key(project.normalized_name, release.version), JSON_TYPE, _dumps(document))
+
+
+def etag_for(body: bytes) -> tuple[str, str]:
+    digest = hashlib.sha256(body).hexdigest()
+    return digest, f'"{digest[:32]}"'
+
+
+def store_pages(session: Session, pages: list[Page], serial: int) -> None:
+    now = utcnow()
+    for page in pages:
+        digest, etag = etag_for(page.body)
+        existing = session.get(RenderedPage, page.key)
+        if existing is None:
+            session.add(
+                RenderedPage(key=page.key, content_type=page.content_type, body=page.body,
+                             sha256=digest, etag=etag, serial=serial, updated=now)
+            )
+        elif existing.sha256 != digest:
+            existing.content_type = page.content_type
+            existing.body = page.body
+            existing.sha256 = digest
+            existing.etag = etag
+            existing.serial = serial
+            existing.updated = now
+    session.flush()
+
+
+def load_project_for_render(session: Session, project_id: int) -> Project:
+    return session.execute(
+        select(Project)
+        .where(Project.id == project_id)
+        .options(selectinload(Project.releases).selectinload(Release.files))
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+def refresh_project_pages(
+    session: Session, project_id: int, *, versions: list[str] | None = None, index: bool = False
+) -> None:
+    """Re-render what one change touched: the project's pages, the named releases, the index."""
+    session.flush()
+    project = load_project_for_render(session, project_id)
+    pages = render_simple_detail(project)
+    project_page = render_json_project(project)
+    if project_page is not None:
+        pages.append(project_page)
+    wanted = set(versions or [])
+    for release in project.releases:
+        if release.version in wanted:
+            pages.append(render_json_release(project, release))
+    if index:
+        pages.extend(render_simple_index(session, project.last_serial))
+    store_pages(session, pages, project.last_serial)

@@ -1,0 +1,412 @@
+"""The read hot path: simple pages, JSON API and files served as stored bytes.
+
+A raw ASGI layer in front of the application: a GET is a parse of the path, a dictionary lookup
+(falling back to one keyed database lookup on a miss) and a send. Every process watches the data
+dir's change marker with one ``stat`` per request and drops its cache when another process (the
+CLI, another worker) committed a change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from packaging.utils import canonicalize_name, canonicalize_version
+from packaging.version import InvalidVersion
+from sqlalchemy import select
+
+from bastion.packaging.models import File, Project, Release
+from bastion.services import Bastion, read_change_marker
+from bastion.simple.models import RenderedPage
+from bastion.simple.render import (
+    BASE_PLACEHOLDER,
+    SIMPLE_JSON,
+    json_project_key,
+    json_release_key,
+    simple_detail_key,
+    simple_index_key,
+)
+
+Scope = dict[str, Any]
+
+HTML_V1 = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+# Offered types in the order ties are broken (PyPI answers */* with HTML).
+OFFERED = (TEXT_HTML, HTML_V1, SIMPLE_JSON)
+ALIASES = {
+    "application/vnd.pypi.simple.latest+json": SIMPLE_JSON,
+    "application/vnd.pypi.simple.latest+html": HTML_V1,
+}
+RESPONSE_TYPES = {
+    TEXT_HTML: ("html", b"text/html; charset=utf-8"),
+    HTML_V1: ("html", HTML_V1.encode()),
+    SIMPLE_JSON: ("json", SIMPLE_JSON.encode()),
+}
+NOT_ACCEPTABLE = (
+    b"Not Acceptable: this index serves application/vnd.pypi.simple.v1+json, "
+    b"application/vnd.pypi.simple.v1+html and text/html (PEP 691). Adjust the Accept header or ?format=.\n"
+)
+SIMPLE_CACHE_CONTROL = b"max-age=60, public"
+FILE_CACHE_CONTROL = b"max-age=31536000, public, immutable"
+FILE_TYPES = {
+    ".whl": b"application/zip",
+    ".zip": b"application/zip",
+    ".tar.gz": b"application/gzip",
+    ".metadata": b"text/plain; charset=utf-8",
+}
+_HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
+_SEND_CHUNK = 4 * 1024 * 1024
+
+
+def _parse_accept(header: str) -> list[tuple[str, float]]:
+    entries = []
+    for part in header.split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = max(0.0, min(1.0, float(value)))
+                except ValueError:
+                    q = 0.0
+        entries.append((ALIASES.get(media.lower(), media.lower()), q))
+    return entries
+
+
+def negotiate(header: str | None) -> str | None:
+    """The offered type to answer with (q-values and specificity honoured), or None for 406."""
+    if not header or not header.strip():
+        return TEXT_HTML
+    entries = _parse_accept(header)
+    best: tuple[float, int] | None = None
+    chosen = None
+    for rank, offered in enumerate(OFFERED):
+        major = offered.split("/")[0]
+        quality = None
+        specificity = -1
+        for media, q in entries:
+            if media == offered:
+                spec = 2
+            elif media == f"{major}/*":
+                spec = 1
+            elif media == "*/*":
+                spec = 0
+            else:
+                continue
+            if spec > specificity:
+                specificity, quality = spec, q
+        if quality is None or quality <= 0:
+            continue
+        key = (quality, -rank)
+        if best is None or key > best:
+            best, chosen = key, offered
+    return chosen
+
+
+@dataclass
+class CachedPage:
+    body: bytes
+    etag: bytes
+    content_type: str
+    serial: int
+
+
+@dataclass
+class CachedFile:
+    fs_path: str
+    size: int
+    etag: bytes
+    content_type: bytes
+
+
+class ByteBudgetCache:
+    """An LRU dictionary bounded by the total size of the values' bodies."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.items: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+        self.items[key] = (value, size)
+        self.used += size
+        while self.used > self.budget and self.items:
+            _, (_, dropped) = self.items.popitem(last=False)
+            self.used -= dropped
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.used = 0
+
+
+_MISSING = object()
+
+
+class ReadAPI:
+    """ASGI middleware answering GET/HEAD on /simple/, /packages/ and /pypi/; the rest goes to ``app``."""
+
+    def __init__(self, bastion: Bastion, app: Any) -> None:
+        self.bastion = bastion
+        self.app = app
+        self.pages = ByteBudgetCache(bastion.settings.page_cache_bytes)
+        self.files: dict[str, CachedFile | None] = {}
+        self.accept_memo: dict[str | None, str | None] = {}
+        self.marker_path = str(bastion.settings.changes_path)
+        self.marker = read_change_marker(bastion.settings.changes_path)
+        self.public_url = bastion.settings.public_url.rstrip("/")
+
+    # -- cache coherence -------------------------------------------------------------------
+    def _check_marker(self) -> None:
+        try:
+            st = os.stat(self.marker_path)
+            marker = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            marker = (0, 0)
+        if marker != self.marker:
+            self.marker = marker
+            self.pages.clear()
+            self.files.clear()
+
+    def _page(self, key: str) -> CachedPage | None:
+        hit = self.pages.get(key)
+        if hit is not None:
+            return hit[0]
+        with self.bastion.db.read() as session:
+            row = session.get(RenderedPage, key)
+            page = (
+                CachedPage(body=row.body, etag=row.etag.encode(), content_type=row.content_type, serial=row.serial)
+                if row is not None
+                else None
+            )
+        self.pages.put(key, page, len(page.body) + 200 if page else 100)
+        return page
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path: str = scope["path"]
+            if path.startswith("/simple"):
+                self._check_marker()
+                return await self._simple(scope, send, path)
+            if path.startswith("/packages/"):
+                self._check_marker()
+                return await self._file(scope, send, path)
+            if path.startswith("/pypi/"):
+                self._check_marker()
+                return await self._json_api(scope, send, path)
+        await self.app(scope, receive, send)
+
+    async def _simple(self, scope: Scope, send: Any, path: str) -> None:
+        if path == "/simple":
+            return await _redirect(send, "/simple/", scope)
+        rest = path[len("/simple/"):]
+        if path[len("/simple")] != "/":
+            return await _plain(send, 404, b"Not Found\n")
+        if rest == "":
+            key_base = None
+        else:
+            name = rest[:-1] if rest.endswith("/") else rest
+            if "/" in name or not name:
+                return await _plain(send, 404, b"Not Found\n")
+            normalized = canonicalize_name(name)
+            if normalized != name or not rest.endswith("/"):
+                return await _redirect(send, f"/simple/{normalized}/", scope)
+            key_base = normalized
+        headers = _headers(scope)
+        accept = headers.get(b"accept")
+        query = scope.get("query_string", b"")
+        if query:
+            fmt = parse_qs(query.decode("latin-1")).get("format")
+            if fmt:
+                accept = fmt[0].encode("latin-1")
+        accept_text = accept.decode("latin-1") if accept is not None else None
+        chosen = self.accept_memo.get(accept_text, _MISSING)
+        if chosen is _MISSING:
+            chosen = negotiate(accept_text)
+            if len(self.accept_memo) < 512:
+                self.accept_memo[accept_text] = chosen
+        if chosen is None:
+            return await _plain(send, 406, NOT_ACCEPTABLE, vary=True)
+        fmt_name, content_type = RESPONSE_TYPES[chosen]  # type: ignore[index]
+        key = simple_index_key(fmt_name) if key_base is None else simple_detail_key(key_base, fmt_name)
+        page = self._page(key)
+        if page is None:
+            return await _plain(send, 404, b"Not Found: no project of that name on this index\n", vary=True)
+        await _send_page(scope, send, headers, page.body, page.etag, content_type, page.serial, vary=True)
+
+    async def _json_api(self, scope: Scope, send: Any, path: str) -> None:
+        parts = path[len("/pypi/"):].rstrip("/").split("/")
+        if len(parts) not in (2, 3) or parts[-1] != "json":
+            return await _plain(send, 404, b"Not Found\n")
+        name = parts[0]
+        normalized = canonicalize_name(name)
+        if normalized != name:
+            return await _redirect(send, "/pypi/" + "/".join([normalized, *parts[1:]]), scope)
+        if len(parts) == 2:
+            key = json_project_key(normalized)
+        else:
+            version = self._resolve_version(normalized, parts[1])
+            if version is None:
+                return await _plain(send, 404, b"Not Found: no such release\n")
+            key = json_release_key(normalized, version)
+        headers = _headers(scope)
+        base = self._base_url(scope, headers)
+        page = self._page(key)
+        if page is None:
+            return await _plain(send, 404, b"Not Found\n")
+        cache_key = ("abs", key, base)
+        hit = self.pages.get(cache_key)
+        if hit is None or hit[0][0] != page.etag:
+            body = page.body.replace(BASE_PLACEHOLDER.encode(), base.encode())
+            etag = b'"' + page.etag.strip(b'"') + b"-" + format(zlib.crc32(base.encode()), "08x").encode() + b'"'
+            self.pages.put(cache_key, (page.etag, body, etag), len(body) + 200)
+        else:
+            _, body, etag = hit[0]
+        await _send_page(scope, send, headers, body, etag, b"application/json", page.serial, vary=False)
+
+    def _resolve_version(self, name: str, version: str) -> str | None:
+        key = ("version", name, version)
+        hit = self.pages.get(key)
+        if hit is not None:
+            return hit[0]
+        try:
+            canonical = canonicalize_version(version)
+        except InvalidVersion:
+            return None
+        with self.bastion.db.read() as session:
+            found = session.execute(
+                select(Release.version).join(Project, Project.id == Release.project_id)
+                .where(Project.normalized_name == name, Release.canonical_version == canonical)
+            ).scalar()
+        if found is not None:
+            self.pages.put(key, found, 100)
+        return found
+
+    def _base_url(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
+        if self.public_url:
+            return self.public_url
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not _HOST_OK.match(host):
+            server = scope.get("server") or ("127.0.0.1", 80)
+            host = f"{server[0]}:{server[1]}"
+        return f"{scope.get('scheme', 'http')}://{host}"
+
+    def _lookup_file(self, rel: str) -> CachedFile | None:
+        if rel in self.files:
+            return self.files[rel]
+        is_metadata = rel.endswith(".metadata")
+        file_path = rel[: -len(".metadata")] if is_metadata else rel
+        with self.bastion.db.read() as session:
+            row = session.execute(
+                select(File.size, File.sha256_digest, File.metadata_sha256).where(File.path == file_path)
+            ).first()
+        entry = None
+        if row is not None and (not is_metadata or row.metadata_sha256):
+            fs_path = self.bastion.blobs.local_path(rel)
+            if fs_path is not None and fs_path.is_file():
+                size = fs_path.stat().st_size if is_metadata else row.size
+                digest = row.metadata_sha256 if is_metadata else row.sha256_digest
+                suffix = ".metadata" if is_metadata else next(
+                    (ext for ext in (".whl", ".tar.gz", ".zip") if rel.endswith(ext)), ""
+                )
+                entry = CachedFile(
+                    fs_path=str(fs_path), size=size, etag=f'"{digest}"'.encode(),
+                    content_type=FILE_TYPES.get(suffix, b"application/octet-stream"),
+                )
+        if len(self.files) > 100_000:
+            self.files.clear()
+        self.files[rel] = entry
+        return entry
+
+    async def _file(self, scope: Scope, send: Any, path: str) -> None:
+        entry = self._lookup_file(path[1:])
+        if entry is None:
+            return await _plain(send, 404, b"Not Found\n")
+        headers = _headers(scope)
+        base_headers = [
+            (b"content-type", entry.content_type),
+            (b"etag", entry.etag),
+            (b"cache-control", FILE_CACHE_CONTROL),
+        ]
+        if headers.get(b"if-none-match") == entry.etag:
+            await send({"type": "http.response.start", "status": 304, "headers": base_headers})
+            return await send({"type": "http.response.body", "body": b""})
+        try:
+            handle = open(entry.fs_path, "rb")
+        except FileNotFoundError:
+            self.files.pop(path[1:], None)
+            return await _plain(send, 404, b"Not Found\n")
+        with handle:
+            await send({
+                "type": "http.response.start", "status": 200,
+                "headers": [*base_headers, (b"content-length", str(entry.size).encode())],
+            })
+            if scope["method"] == "HEAD":
+                return await send({"type": "http.response.body", "body": b""})
+            remaining = entry.size
+            while remaining > 0:
+                chunk = handle.read(min(_SEND_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+            if remaining > 0:  # the blob shrank under us: end the response rather than hang
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+async def _send_page(scope: Scope, send: Any, headers: dict[bytes, bytes], body: bytes, etag: bytes,
+                     content_type: bytes, serial: int, *, vary: bool) -> None:
+    out = [
+        (b"content-type", content_type),
+        (b"etag", etag),
+        (b"cache-control", SIMPLE_CACHE_CONTROL),
+        (b"x-pypi-last-serial", str(serial).encode()),
+    ]
+    if vary:
+        out.append((b"vary", b"Accept"))
+    inm = headers.get(b"if-none-match")
+    if inm is not None and etag in [t.strip() for t in inm.split(b",")]:
+        await send({"type": "http.response.start", "status": 304, "headers": out})
+        return await send({"type": "http.response.body", "body": b""})
+    out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": out})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def _plain(send: Any, status: int, body: bytes, *, vary: bool = False) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if vary:
+        headers.append((b"vary", b"Accept"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _redirect(send: Any, location: str, scope: Scope) -> None:
+    query = scope.get("query_string", b"")
+    target = location.encode() + (b"?" + query if query else b"")
+    await send({
+        "type": "http.response.start", "status": 301,
+        "headers": [(b"location", target), (b"content-length", b"0")],
+    })
+    await send({"type": "http.response.body", "body": b""})

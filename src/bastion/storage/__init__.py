@@ -1,0 +1,1 @@
+"""Blob storage behind one interface: local directory (default)."""

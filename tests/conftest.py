@@ -1,0 +1,225 @@
+"""Shared fixtures: every DB-facing test runs on SQLite and on PostgreSQL.
+
+PostgreSQL: ``BASTION_TEST_PG_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+Each test gets its own database cloned from a migrated template. When the server is unreachable,
+the PostgreSQL half fails the run if ``CI`` is set, and otherwise is left out with a loud notice
+in the summary, naming how many tests did not run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bastion.authz import OPERATOR
+from bastion.db import migrate
+from bastion.services import Bastion
+from bastion.settings import load_settings
+
+PG_URL = os.environ.get("BASTION_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = bool(os.environ.get("CI"))
+BACKENDS = ("sqlite", "postgresql")
+
+_pg_state: dict[str, object] = {"checked": False, "ok": False, "error": "", "template": None, "skipped": 0}
+
+
+def _pg_admin_engine():  # type: ignore[no-untyped-def]
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+
+
+def pg_available() -> bool:
+    if not _pg_state["checked"]:
+        _pg_state["checked"] = True
+        try:
+            engine = _pg_admin_engine()
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+            _pg_state["ok"] = True
+        except Exception as exc:  # noqa: BLE001
+            _pg_state["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return bool(_pg_state["ok"])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IN_CI or pg_available():
+        return
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") == "postgresql":
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        _pg_state["skipped"] = len(dropped)
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    if _pg_state["skipped"]:
+        terminalreporter.write_sep(
+            "!",
+            f"NOT RUN: {_pg_state['skipped']} PostgreSQL tests: no server at {make_url(PG_URL).render_as_string()} "
+            f"({_pg_state['error']}). Start PostgreSQL or set BASTION_TEST_PG_URL; in CI this fails the run.",
+            red=True,
+        )
+
+
+def _pg_url_for(database: str) -> str:
+    return make_url(PG_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def _pg_template() -> str:
+    if _pg_state["template"] is None:
+        name = f"bastion_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        engine = _pg_admin_engine()
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        migrate(_pg_url_for(name))
+        _pg_state["template"] = name
+    return str(_pg_state["template"])
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untyped-def]
+    template = _pg_state.get("template")
+    if template:
+        engine = _pg_admin_engine()
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+        engine.dispose()
+
+
+_sqlite_template: dict[str, Path] = {}
+
+
+def _sqlite_template_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if "path" not in _sqlite_template:
+        path = tmp_path_factory.mktemp("sqlite-template") / "bastion.db"
+        migrate(f"sqlite:///{path}")
+        _sqlite_template["path"] = path
+    return _sqlite_template["path"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql" and not pg_available():
+        pytest.fail(
+            f"PostgreSQL is required in CI but unreachable at {PG_URL}: {_pg_state['error']}", pytrace=False
+        )
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database on the chosen backend."""
+    if backend == "sqlite":
+        data_dir = tmp_path / "data"
+        data_dir.mkdir(exist_ok=True)
+        shutil.copy(_sqlite_template_file(tmp_path_factory), data_dir / "bastion.db")
+        yield f"sqlite:///{data_dir / 'bastion.db'}"
+        return
+    name = f"bastion_t_{uuid.uuid4().hex[:12]}"
+    engine = _pg_admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_template()}"'))
+    try:
+        yield _pg_url_for(name)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def bastion(data_dir: Path, database_url: str) -> Iterator[Bastion]:
+    """Services on a fresh data dir and database (SQLite and PostgreSQL)."""
+    instance = Bastion(load_settings(data_dir, database_url=database_url))
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def client(bastion: Bastion):  # type: ignore[no-untyped-def]
+    """An in-process HTTP client for the whole app (read hot path included)."""
+    from starlette.testclient import TestClient
+
+    from bastion.app import create_app
+
+    with TestClient(create_app(bastion=bastion), base_url="http://testserver") as test_client:
+        yield test_client
+
+
+def make_user(bastion: Bastion, name: str, *, admin: bool = False, projects: list[str] | None = None) -> str:
+    """Create a user (optionally admin) and return a fresh API token for them."""
+    from bastion.accounts import service
+
+    with bastion.db.write() as session:
+        service.create_user(session, name, f"{name}@example.org", "a-long-password", principal=OPERATOR)
+        if admin:
+            service.set_admin(session, name, principal=OPERATOR)
+    return make_token(bastion, name, projects=projects)
+
+
+def make_token(bastion: Bastion, name: str, *, projects: list[str] | None = None) -> str:
+    from datetime import timedelta
+
+    from bastion.accounts import service
+
+    with bastion.db.write() as session:
+        new = service.create_token(session, bastion.secret, name, projects=projects,
+                                   expires_in=timedelta(days=1), principal=OPERATOR)
+    return new.token
+
+
+def basic_auth(token: str, username: str = "__token__") -> dict[str, str]:
+    raw = base64.b64encode(f"{username}:{token}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def post_upload(client, token: str | None, path: Path, form: dict[str, str],  # type: ignore[no-untyped-def]
+                *, content_type: str = "application/octet-stream", filename: str | None = None):
+    """POST /legacy/ as twine does (multipart, Basic __token__)."""
+    headers = basic_auth(token) if token else {}
+    with open(path, "rb") as handle:
+        return client.post(
+            "/legacy/", data=form, files={"content": (filename or path.name, handle, content_type)}, headers=headers
+        )
+
+
+def snapshot_state(bastion: Bastion) -> dict[str, object]:
+    """Everything an upload could change: row counts, rendered pages, blobs on disk."""
+    from sqlalchemy import func, select
+
+    from bastion.accounts.models import ApiToken, User
+    from bastion.events import Event
+    from bastion.packaging.models import DeletedFilename, File, JournalEntry, Project, Release, Role
+    from bastion.simple.models import RenderedPage
+
+    with bastion.db.read() as session:
+        counts = {
+            model.__tablename__: session.execute(select(func.count()).select_from(model)).scalar()
+            for model in (User, ApiToken, Project, Role, Release, File, DeletedFilename, JournalEntry, Event)
+        }
+        pages = {row.key: row.sha256 for row in session.execute(select(RenderedPage)).scalars()}
+    blob_root = bastion.settings.effective_blob_dir
+    blobs = sorted(str(p.relative_to(blob_root)) for p in blob_root.rglob("*") if p.is_file())
+    tmp_files = sorted(p.name for p in bastion.tmp_dir.iterdir())
+    return {"counts": counts, "pages": pages, "blobs": blobs, "tmp": tmp_files}
