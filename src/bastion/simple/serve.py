@@ -235,7 +235,8 @@ class ReadAPI:
         if query:
             fmt = parse_qs(query.decode("latin-1")).get("format")
             if fmt:
-                accept = fmt[0].encode("latin-1")
+                # "+" in an unencoded query decodes to a space; media types hold no spaces.
+                accept = fmt[0].replace(" ", "+").encode("latin-1")
         accept_text = accept.decode("latin-1") if accept is not None else None
         chosen = self.accept_memo.get(accept_text, _MISSING)
         if chosen is _MISSING:
