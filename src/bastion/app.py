@@ -64,4 +64,5 @@ def create_app(settings: Settings | None = None, *, bastion: Bastion | None = No
 
 def app_from_env() -> Any:
     """Factory used by ``bastion serve`` (and by uvicorn workers): settings from BASTION_* variables."""
-    return create_app(load_settings(), bastion=Bastion(load_settings(), run_migrations=False))
+    # `bastion serve` migrated the database already; workers only open it.
+    return create_app(bastion=Bastion(load_settings(), run_migrations=False))

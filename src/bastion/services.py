@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 from bastion.db import Database, migrate
 from bastion.settings import Settings, ensure_data_dir, read_secret_key
@@ -36,12 +35,3 @@ class Bastion:
 
     def close(self) -> None:
         self.db.dispose()
-
-
-def read_change_marker(path: Path) -> tuple[int, int]:
-    """(inode, mtime_ns) of the change marker: differs after every notify_change."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return (0, 0)
-    return (st.st_ino, st.st_mtime_ns)

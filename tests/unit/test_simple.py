@@ -57,7 +57,7 @@ def test_html_detail_page(client, populated) -> None:
     response = client.get("/simple/hello-world/")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
-    assert response.headers["vary"] == "Accept"
+    assert response.headers["vary"] == "Accept, Accept-Encoding"
     body = response.text
     assert '<meta name="pypi:repository-version" content="1.1">' in body
     sha = hashlib.sha256(populated["wheel"].read_bytes()).hexdigest()
@@ -178,3 +178,24 @@ def test_head_requests(client, populated) -> None:
     assert response.status_code == 200
     assert response.content == b""
     assert int(response.headers["content-length"]) > 0
+
+
+def test_gzip_for_clients_that_accept_it(client, bastion, tmp_path: Path) -> None:
+    import gzip
+
+    token = make_user(bastion, "alice")
+    for index in range(12):  # enough files for a page over the compression threshold
+        version = f"1.{index}"
+        wheel = make_wheel(tmp_path, "big-project", version)
+        assert post_upload(client, token, wheel, upload_form(wheel, "big-project", version)).status_code == 200
+    plain = client.get("/simple/big-project/", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    raw = client.get("/simple/big-project/", headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip"
+    assert raw.headers["etag"] != plain.headers["etag"]
+    assert "Accept-Encoding" in raw.headers["vary"]
+    # httpx decodes for us: the decoded bytes must be the stored page exactly.
+    assert raw.content == plain.content
+    assert len(gzip.compress(plain.content)) < len(plain.content)
+    again = client.get("/simple/big-project/", headers={"Accept-Encoding": "gzip", "If-None-Match": raw.headers["etag"]})
+    assert again.status_code == 304

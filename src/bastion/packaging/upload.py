@@ -78,6 +78,12 @@ class CheckedFile:
     metadata_bytes: bytes
     python_version: str
 
+    @property
+    def requires_python(self) -> str | None:
+        """Requires-Python as the author wrote it (validated by packaging, served verbatim)."""
+        value = self.metadata_raw.get("requires_python")
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
 
 def blob_path(blake2_256: str, filename: str) -> str:
     """Content-addressed path, as PyPI lays out files."""
@@ -190,7 +196,7 @@ def _get_or_create_release(session: Session, project: Project, checked: CheckedF
     if release is None:
         release = Release(
             project_id=project.id, version=version, canonical_version=canonical,
-            requires_python=str(checked.metadata.requires_python) if checked.metadata.requires_python else None,
+            requires_python=checked.requires_python,
             core_metadata=checked.metadata_raw,
         )
         session.add(release)
@@ -250,7 +256,7 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         python_version=checked.python_version, size=checked.size, md5_digest=checked.digests["md5_digest"],
         sha256_digest=checked.digests["sha256_digest"], blake2_256_digest=checked.digests["blake2_256_digest"],
         path=path,
-        requires_python=str(checked.metadata.requires_python) if checked.metadata.requires_python else None,
+        requires_python=checked.requires_python,
         metadata_sha256=metadata_sha256, upload_time=utcnow(), uploader_id=principal.user_id,
     ))
     session.add(DeletedFilename(filename=checked.filename))

@@ -9,7 +9,9 @@ CLI, another worker) committed a change.
 from __future__ import annotations
 
 import os
+import gzip
 import re
+import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from packaging.version import InvalidVersion
 from sqlalchemy import select
 
 from bastion.packaging.models import File, Project, Release
-from bastion.services import Bastion, read_change_marker
+from bastion.services import Bastion
 from bastion.simple.models import RenderedPage
 from bastion.simple.render import (
     BASE_PLACEHOLDER,
@@ -61,6 +63,7 @@ FILE_TYPES = {
 }
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
 _SEND_CHUNK = 4 * 1024 * 1024
+GZIP_MIN_BYTES = 1024
 
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
@@ -169,18 +172,32 @@ class ReadAPI:
         self.files: dict[str, CachedFile | None] = {}
         self.accept_memo: dict[str | None, str | None] = {}
         self.marker_path = str(bastion.settings.changes_path)
-        self.marker = read_change_marker(bastion.settings.changes_path)
+        self.marker: tuple[int, int, int] = (-1, -1, -1)
+        self.serial = ""
+        self.next_content_check = 0.0
         self.public_url = bastion.settings.public_url.rstrip("/")
 
     # -- cache coherence -------------------------------------------------------------------
     def _check_marker(self) -> None:
+        """Drop the caches when another process (or this one) committed a change.
+
+        One ``stat`` per request catches nearly every change at once; because a replaced file's
+        inode can be reused within one timestamp tick, the marker's content (the serial) is also
+        compared at least once a second, which bounds staleness in that rare case.
+        """
         try:
             st = os.stat(self.marker_path)
-            marker = (st.st_ino, st.st_mtime_ns)
+            marker = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            marker = (0, 0)
-        if marker != self.marker:
+            marker = (0, 0, 0)
+        now = time.monotonic()
+        if marker == self.marker and now < self.next_content_check:
+            return
+        self.next_content_check = now + 1.0
+        serial = _read_serial(self.marker_path)
+        if marker != self.marker or serial != self.serial:
             self.marker = marker
+            self.serial = serial
             self.pages.clear()
             self.files.clear()
 
@@ -250,7 +267,8 @@ class ReadAPI:
         page = self._page(key)
         if page is None:
             return await _plain(send, 404, b"Not Found: no project of that name on this index\n", vary=True)
-        await _send_page(scope, send, headers, page.body, page.etag, content_type, page.serial, vary=True)
+        body, etag, encoding = self._encoded(key, page.body, page.etag, headers)
+        await _send_page(scope, send, headers, body, etag, content_type, page.serial, vary=True, encoding=encoding)
 
     async def _json_api(self, scope: Scope, send: Any, path: str) -> None:
         parts = path[len("/pypi/"):].rstrip("/").split("/")
@@ -280,7 +298,23 @@ class ReadAPI:
             self.pages.put(cache_key, (page.etag, body, etag), len(body) + 200)
         else:
             _, body, etag = hit[0]
-        await _send_page(scope, send, headers, body, etag, b"application/json", page.serial, vary=False)
+        body, etag, encoding = self._encoded(cache_key, body, etag, headers)
+        await _send_page(scope, send, headers, body, etag, b"application/json", page.serial, vary=False,
+                         encoding=encoding)
+
+    def _encoded(self, key: Any, body: bytes, etag: bytes, headers: dict[bytes, bytes]) -> tuple[bytes, bytes, bool]:
+        """The gzip variant of a page for clients that accept it (pip and uv do), compressed once."""
+        if len(body) < GZIP_MIN_BYTES or b"gzip" not in headers.get(b"accept-encoding", b""):
+            return body, etag, False
+        gz_key = ("gzip", key)
+        hit = self.pages.get(gz_key)
+        if hit is None or hit[0][0] != etag:
+            compressed = gzip.compress(body, compresslevel=6, mtime=0)
+            gz_etag = etag[:-1] + b'-gz"'
+            self.pages.put(gz_key, (etag, compressed, gz_etag), len(compressed) + 200)
+            return compressed, gz_etag, True
+        _, compressed, gz_etag = hit[0]
+        return compressed, gz_etag, True
 
     def _resolve_version(self, name: str, version: str) -> str | None:
         key = ("version", name, version)
@@ -372,20 +406,29 @@ class ReadAPI:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+def _read_serial(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
 async def _send_page(scope: Scope, send: Any, headers: dict[bytes, bytes], body: bytes, etag: bytes,
-                     content_type: bytes, serial: int, *, vary: bool) -> None:
+                     content_type: bytes, serial: int, *, vary: bool, encoding: bool = False) -> None:
     out = [
         (b"content-type", content_type),
         (b"etag", etag),
         (b"cache-control", SIMPLE_CACHE_CONTROL),
         (b"x-pypi-last-serial", str(serial).encode()),
     ]
-    if vary:
-        out.append((b"vary", b"Accept"))
+    if encoding:
+        out.append((b"content-encoding", b"gzip"))
+    out.append((b"vary", b"Accept, Accept-Encoding" if vary else b"Accept-Encoding"))
     inm = headers.get(b"if-none-match")
     if inm is not None and etag in [t.strip() for t in inm.split(b",")]:
         await send({"type": "http.response.start", "status": 304, "headers": out})
