@@ -111,6 +111,8 @@ def decide(
             return Decision(False, f"only an owner of '{project}' may do this; ask an owner")
         if permission is Permission.UPLOAD and role in UPLOADER_ROLES:
             return ALLOW
+        if permission is Permission.VIEW_ROLES:
+            return Decision(False, f"only owners and maintainers of '{project}' may list its roles")
         return Decision(
             False,
             f"user '{principal.username}' is not allowed to upload to project '{project}': "

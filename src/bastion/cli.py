@@ -14,13 +14,14 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bastion.authz import OPERATOR
 from bastion.errors import ServiceError
 from bastion.settings import SettingsError, load_settings, parse_duration
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages unbroken: paths and commands stay copyable
 out = Console()
 
 data_dir_option = click.option(
@@ -32,7 +33,7 @@ data_dir_option = click.option(
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     sys.exit(code)
 
 
@@ -43,6 +44,8 @@ def _open(data_dir: str | None):  # type: ignore[no-untyped-def]
         return Bastion(load_settings(data_dir))
     except SettingsError as exc:
         _fail(str(exc), 2)
+    except Exception as exc:  # database unreachable, unwritable data dir... (as `serve` reports them)
+        _fail(f"cannot open the data dir or database: {exc}", 2)
 
 
 def _run(data_dir: str | None, action: Callable[[Any, Any], Any]) -> Any:
@@ -155,8 +158,8 @@ def token_create(user_name: str, projects: tuple[str, ...], expires: str | None,
     """Create an API token and print it once (it is not stored and cannot be shown again)."""
     from bastion.accounts import service
 
-    settings = load_settings(data_dir)
     try:
+        settings = load_settings(data_dir)
         if expires is None:
             expires_in = settings.token_expiry
         elif expires.strip().lower() == "never":
@@ -193,7 +196,8 @@ def token_list(user_name: str, data_dir: str | None) -> None:
                       f"{r.expires:%Y-%m-%d}" if r.expires else "never",
                       f"{r.last_used:%Y-%m-%d %H:%M}" if r.last_used else "-",
                       f"{r.revoked:%Y-%m-%d %H:%M}" if r.revoked else "-")
-    out.print(table)
+    # Never shortened to the terminal's (or a pipe's 80) columns: `token revoke` needs the whole id.
+    Console(width=max(out.width, 200)).print(table)
 
 
 @token.command("revoke")

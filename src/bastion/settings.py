@@ -27,6 +27,7 @@ class SettingsError(ValueError):
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX_DURATION_SECONDS = 36500 * 86400
 
 
 def parse_duration(text: str, *, what: str = "duration") -> timedelta:
@@ -39,6 +40,8 @@ def parse_duration(text: str, *, what: str = "duration") -> timedelta:
     seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if seconds <= 0:
         raise SettingsError(f"invalid {what} {text!r}: it must be longer than zero")
+    if seconds > _MAX_DURATION_SECONDS:  # longer ones overflow dates (a 500, or a traceback)
+        raise SettingsError(f"invalid {what} {text!r}: it must be at most 36500d (100 years)")
     return timedelta(seconds=seconds)
 
 
@@ -117,24 +120,32 @@ class Settings:
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    # Type-strict: a TOML 1.5 or true for a size must not become 1, nor a number become a path.
     kind_text = str(kind)
-    try:
-        if "Path" in kind_text:
-            return None if raw in ("", None) else Path(str(raw))
-        if kind_text in ("int", "<class 'int'>"):
-            value = int(raw)
-            if value <= 0:
-                raise ValueError
-            return value
-        if kind_text.startswith("tuple"):
-            if isinstance(raw, str):
-                return tuple(part.strip() for part in raw.split(",") if part.strip())
-            return tuple(str(part) for part in raw)
-        return str(raw)
-    except (TypeError, ValueError):
+    if kind_text in ("int", "<class 'int'>"):
+        value = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+        if isinstance(raw, str):
+            try:
+                value = int(raw.strip())
+            except ValueError:
+                value = None
+        if value is None or value <= 0:
+            raise SettingsError(f"invalid value {raw!r} for {name}: expected a positive whole number")
+        return value
+    if kind_text.startswith("tuple"):
+        if isinstance(raw, str):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if isinstance(raw, list) and all(isinstance(part, str) for part in raw):
+            return tuple(raw)
         raise SettingsError(
-            f"invalid value {raw!r} for {name}: expected a positive whole number"
-        ) from None
+            f"invalid value {raw!r} for {name}: expected a list of names such as [\"a\", \"b\"] "
+            "(or comma-separated text)"
+        )
+    if "Path" in kind_text and isinstance(raw, (str, os.PathLike)):
+        return None if raw == "" else Path(raw)
+    if not isinstance(raw, str):
+        raise SettingsError(f"invalid value {raw!r} for {name}: expected text (in quotes in bastion.toml)")
+    return raw
 
 
 def load_settings(data_dir: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -144,6 +155,8 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None, **overrides: A
     chosen_dir = data_dir or env.get("BASTION_DATA_DIR") or DEFAULT_DATA_DIR
     values["data_dir"] = Path(chosen_dir)
     config_path = Path(env["BASTION_CONFIG"]) if env.get("BASTION_CONFIG") else Path(chosen_dir) / "bastion.toml"
+    if env.get("BASTION_CONFIG") and not config_path.is_file():
+        raise SettingsError(f"BASTION_CONFIG names {config_path}, which is not a file: fix the path or unset it")
     known = {f.name: f for f in fields(Settings)}
     if config_path.is_file():
         try:

@@ -80,6 +80,8 @@ def create_user(
         )
     if name.lower() == "__token__":
         raise ServiceError("the username '__token__' is reserved for API token authentication")
+    if len(email) > 254:  # the column's size, and RFC 5321's limit
+        raise ServiceError("invalid email address: use at most 254 characters")
     if not EMAIL_RE.match(email):
         raise ServiceError(f"invalid email address '{email}': use the form name@example.org")
     try:

@@ -78,6 +78,8 @@ def parse_token_id(raw: str) -> tuple[str, Macaroon]:
         token_id = macaroon.identifier
         if isinstance(token_id, bytes):
             token_id = token_id.decode()
+        if "\x00" in token_id:  # never issued, and PostgreSQL cannot even look it up
+            raise ValueError(token_id)
     except Exception:
         raise InvalidToken("malformed API token: copy the whole token as it was printed") from None
     return token_id, macaroon

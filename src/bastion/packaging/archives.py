@@ -7,11 +7,13 @@ disk: members are read from the archive, and the only member read in full is the
 from __future__ import annotations
 
 import configparser
+import gzip
 import posixpath
 import stat
 import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
@@ -66,13 +68,37 @@ def _check_bomb(total: int, compressed: int, members: int, limits: ArchiveLimits
         )
 
 
+class _BoundedGzip(gzip.GzipFile):
+    """An sdist's decompressed stream for tarfile, capped per read and in total: tarfile reads a pax
+    or GNU long-name header whole, before any member size can be checked (a header bomb)."""
+
+    def __init__(self, path: Path, filename: str, limit: int | None) -> None:
+        super().__init__(path, "rb")
+        self.upload_name = filename
+        self.limit = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or size > MAX_METADATA_BYTES or (
+            self.limit is not None and self.tell() + size > self.limit
+        ):
+            where = f" '{self.upload_name}'" if self.upload_name else ""
+            raise UploadRejected(
+                f"Invalid distribution file{where}: it unpacks to more than the index allows "
+                "(oversized tar header or archive; decompression bomb limit)."
+            )
+        return super().read(size)
+
+
 def detect_kind(path: Path) -> str:
     """'zip' or 'tar' by content (magic bytes), never by extension; a file that is both is refused."""
     with open(path, "rb") as handle:
         head = handle.read(4)
     is_zip = zipfile.is_zipfile(path)
     try:
-        is_tar = tarfile.is_tarfile(path)
+        with _BoundedGzip(path, "", None) as stream:  # only a gzip stream can be an sdist
+            is_tar = tarfile.is_tarfile(stream)
+    except UploadRejected:
+        raise
     except Exception:
         is_tar = False
     if is_zip and is_tar:
@@ -139,6 +165,8 @@ def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
                     f"Invalid distribution file '{filename}': member '{info.filename}' uses an "
                     "unsupported compression method (only stored and deflated are allowed)."
                 )
+            if info.flag_bits & 0x1:
+                raise UploadRejected(f"Invalid distribution file '{filename}': member '{info.filename}' is encrypted.")
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise UploadRejected(f"Invalid distribution file '{filename}': symlink '{info.filename}' in zip.")
@@ -164,7 +192,7 @@ def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
                 parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
                 parser.optionxform = str  # type: ignore[assignment,method-assign]
                 parser.read_string(entry_points.decode("utf-8"))
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise UploadRejected(f"Invalid wheel '{filename}': corrupt zip member ({exc}).") from None
         except (configparser.Error, UnicodeDecodeError) as exc:
             raise UploadRejected(
@@ -194,7 +222,9 @@ def inspect_sdist(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
     tops: set[str] = set()
     pkg_info: bytes | None = None
     try:
-        with tarfile.open(path, mode="r:gz") as archive:
+        # Members' sizes are limited below; headers and padding get 2 KiB per allowed member.
+        stream_limit = limits.max_uncompressed + 2048 * limits.max_members
+        with _BoundedGzip(path, filename, stream_limit) as stream, tarfile.open(fileobj=stream, mode="r:") as archive:
             for member in archive:
                 count += 1
                 total += member.size

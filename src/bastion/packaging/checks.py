@@ -74,6 +74,8 @@ def check_required_fields(form: Mapping[str, str]) -> None:
     for field_name in ("name", "version"):
         if not form.get(field_name, "").strip():
             raise UploadRejected(f"'{field_name}' is a required field. Upload with twine, which sends it.")
+        if _CONTROL.search(form[field_name]):  # the name is looked up before the file is read
+            raise UploadRejected(f"Invalid value for {field_name}: it must not contain control characters.")
 
 
 def check_digests_present(form: Mapping[str, str]) -> None:
@@ -119,11 +121,17 @@ def check_digests_match(form: Mapping[str, str], computed: Mapping[str, str]) ->
             )
 
 
+def limit_text(limit: int) -> str:
+    """A size limit as configured: whole MiB, or exact bytes (never rounded down to "0 MiB")."""
+    return f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} bytes"
+
+
 def check_file_size(size: int, limit: int, filename: str) -> None:
     if size > limit:
+        # While spooling, ``size`` is only what has arrived so far: do not state it as the file's size.
         raise UploadRejected(
-            f"File too large. Limit for this index is {limit // (1024 * 1024)} MiB; '{filename}' is "
-            f"{size} bytes. Ask an index admin to raise max_file_size.",
+            f"File too large. Limit for this index is {limit_text(limit)}; '{filename}' is larger. "
+            "Ask an index admin to raise max_file_size.",
             status=413,
         )
     if size == 0:
@@ -134,7 +142,7 @@ def check_project_size(current: int, added: int, limit: int, name: str) -> None:
     if current + added > limit:
         raise UploadRejected(
             f"Project size too large. Limit for project '{name}' total size is "
-            f"{limit // (1024 * 1024)} MiB. Delete old files or ask an index admin to raise max_project_size.",
+            f"{limit_text(limit)}. Delete old files or ask an index admin to raise max_project_size.",
             status=413,
         )
 

@@ -65,7 +65,7 @@ def name_refusal(name: str, prohibited: frozenset[str] = frozenset()) -> str | N
         )
     if normalized in RESERVED_NAMES:
         return f"The name '{name}' isn't allowed: it is reserved by the index. Choose a different name."
-    if normalized in prohibited:
+    if normalized in {normalize(p) for p in prohibited}:  # admins type names in any spelling
         return (
             f"The name '{name}' isn't allowed: an index admin has prohibited it. "
             "Choose a different name, or ask an admin if you believe this is wrong."

@@ -11,6 +11,7 @@ from starlette.datastructures import UploadFile
 from bastion.errors import ServiceError
 from bastion.http import authenticate, bastion_of, error_response, request_context
 from bastion.packaging import service
+from bastion.packaging.checks import limit_text
 from bastion.packaging.errors import UploadRejected
 from bastion.packaging.upload import IncomingFile, upload
 
@@ -41,7 +42,7 @@ async def legacy_upload(request: Request) -> Response:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > bastion.settings.max_file_size + MAX_FIELD_BYTES:
             raise UploadRejected(
-                f"File too large. Limit for this index is {bastion.settings.max_file_size // (1024 * 1024)} MiB.",
+                f"File too large. Limit for this index is {limit_text(bastion.settings.max_file_size)}.",
                 status=413,
             )
         try:

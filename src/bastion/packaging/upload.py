@@ -295,12 +295,20 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
     path, size, digests = spool(incoming.stream, bastion.tmp_dir, bastion.settings.max_file_size, incoming.filename)
     try:
         checked = check_file(bastion, form, incoming, path, size, digests, filetype)
+        token_id = token.id if token is not None else None
         for attempt in (1, 2):
             written: list[str] = []
             try:
                 with bastion.db.write() as session:
-                    if token is not None:
-                        token = session.merge(token)
+                    if token_id is not None:
+                        # Re-read the row: merging the copy read at authentication would write
+                        # its stale columns back and undo a revocation made since.
+                        token = session.get(ApiToken, token_id)
+                        if token is None or token.revoked is not None:
+                            raise UploadRejected(
+                                "Invalid API token: this API token has been revoked: create a new one",
+                                status=403,
+                            )
                     outcome = _store(session, bastion, principal, token, checked, context, written)
             except IntegrityError:
                 _remove(bastion, written)
