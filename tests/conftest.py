@@ -9,6 +9,7 @@ in the summary, naming how many tests did not run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import uuid
@@ -120,14 +121,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def database_url(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, migrated database on the chosen backend."""
+@contextlib.contextmanager
+def fresh_database(backend: str, directory: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database: a copy of the SQLite template in ``directory``, or a PostgreSQL
+    database cloned from the migrated template and dropped afterwards."""
     if backend == "sqlite":
-        data_dir = tmp_path / "data"
-        data_dir.mkdir(exist_ok=True)
-        shutil.copy(_sqlite_template_file(tmp_path_factory), data_dir / "bastion.db")
-        yield f"sqlite:///{data_dir / 'bastion.db'}"
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_sqlite_template_file(tmp_path_factory), directory / "bastion.db")
+        yield f"sqlite:///{directory / 'bastion.db'}"
         return
     name = f"bastion_t_{uuid.uuid4().hex[:12]}"
     engine = _pg_admin_engine()
@@ -139,6 +140,13 @@ def database_url(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPath
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database on the chosen backend."""
+    with fresh_database(backend, tmp_path / "data", tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,16 +30,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from tests.conftest import (
     BACKENDS,
     PG_URL,
-    _pg_admin_engine,
     _pg_state,
-    _pg_template,
-    _pg_url_for,
-    _sqlite_template_file,
+    fresh_database,
     pg_available,
 )
 
@@ -597,21 +592,8 @@ def live_server(backend: str, database_url: str, tmp_path: Path) -> Iterator[Liv
 @pytest.fixture(scope="module")
 def module_database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Like ``database_url``, for a whole module: a fresh, migrated database per module and backend."""
-    if backend == "sqlite":
-        data_dir = tmp_path_factory.mktemp("module-data")
-        shutil.copy(_sqlite_template_file(tmp_path_factory), data_dir / "bastion.db")
-        yield f"sqlite:///{data_dir / 'bastion.db'}"
-        return
-    name = f"bastion_it_{uuid.uuid4().hex[:12]}"
-    engine = _pg_admin_engine()
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_template()}"'))
-    try:
-        yield _pg_url_for(name)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with fresh_database(backend, tmp_path_factory.mktemp("module-data"), tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

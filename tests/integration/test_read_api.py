@@ -48,7 +48,7 @@ def varies_on_accept(response) -> bool:  # type: ignore[no-untyped-def]
         (UV_ACCEPT, SIMPLE_JSON),
         (f"{SIMPLE_JSON};q=0.5, text/html;q=0.9", "text/html; charset=utf-8"),
         (f"text/html;q=0.2, {SIMPLE_HTML};q=0.3, {SIMPLE_JSON};q=0.1", SIMPLE_HTML),
-        (f"application/*;q=0.8, text/html;q=0.5", SIMPLE_HTML),
+        ("application/*;q=0.8, text/html;q=0.5", SIMPLE_HTML),
         (f"application/xml, {SIMPLE_JSON};q=0.01", SIMPLE_JSON),
         (f"text/html;q=0, {SIMPLE_JSON}", SIMPLE_JSON),
     ],

@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from bastion.app import create_app
 from bastion.services import Bastion
 from bastion.settings import load_settings
-from tests.conftest import post_upload, snapshot_state
+from tests.conftest import post_upload
 from tests.distbuilder import make_sdist, make_wheel, metadata_text, upload_form
 from tests.unit.test_upload_checks import _pg_module_database, bastion, database_url  # noqa: F401  (fixtures)
 from tests.unit.test_upload_checks import accepted, add_user, refused
