@@ -81,8 +81,10 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Same pool; on SQLite its transactions BEGIN IMMEDIATE (see make_engine).
+        # No autoflush: writers flush where they need ids; every query flushing the whole unit
+        # of work first was most of an upload's database time.
         self._write_sessions = sessionmaker(
-            self.engine.execution_options(bastion_write=True), expire_on_commit=False
+            self.engine.execution_options(bastion_write=True), expire_on_commit=False, autoflush=False
         )
 
     @property

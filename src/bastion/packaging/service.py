@@ -53,6 +53,16 @@ def get_project(session: Session, name: str) -> Project:
     return project
 
 
+def project_and_role(session: Session, name: str, user_id: int | None) -> tuple[str, str | None] | None:
+    """(normalized name, the user's role or None) in one query; None when no such project."""
+    row = session.execute(
+        select(Project.normalized_name, Role.role)
+        .outerjoin(Role, (Role.project_id == Project.id) & (Role.user_id == user_id))
+        .where(Project.normalized_name == canonicalize_name(name))
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 def role_of(session: Session, project: Project, user_id: int | None) -> str | None:
     if user_id is None:
         return None

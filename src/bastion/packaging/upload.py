@@ -17,18 +17,19 @@ from typing import BinaryIO
 
 from packaging.metadata import Metadata, parse_email
 from packaging.utils import canonicalize_version
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.accounts.models import ApiToken, User
-from bastion.authz import Permission, Principal
+from bastion.authz import Permission, Principal, decide
 from bastion.db import utcnow
 from bastion.events import RequestContext, record_event
 from bastion.packaging import archives, checks
+from bastion.packaging.names import normalize
 from bastion.packaging.errors import UploadRejected
 from bastion.packaging.models import DeletedFilename, File, Project, Release
-from bastion.packaging.service import authorize, create_project, find_project, journal
+from bastion.packaging.service import authorize, create_project, find_project, journal, project_and_role
 from bastion.services import Bastion
 from bastion.simple.render import refresh_project_pages
 
@@ -219,9 +220,6 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
     project = find_project(session, checked.metadata.name)
     new_project = project is None
     if project is None:
-        from bastion.authz import decide
-        from bastion.packaging.names import normalize
-
         decision = decide(principal, Permission.CREATE_PROJECT, project=normalize(checked.metadata.name))
         if not decision:
             raise UploadRejected(decision.reason, status=403)
@@ -241,7 +239,7 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         return UploadOutcome(created=False, project=project.normalized_name, version=existing.release.version,
                              filename=existing.filename, serial=0)
     release = _get_or_create_release(session, project, checked)
-    total = session.execute(select(func.coalesce(func.sum(File.size), 0)).where(File.project_id == project.id)).scalar()
+    total = project.total_size  # kept up to date by every change to the project's files
     checks.check_project_size(int(total or 0), checked.size, bastion.settings.max_project_size, project.name)
     path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
     metadata_sha256 = None
@@ -285,13 +283,13 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
     checks.check_filename_text(incoming.filename)
     checks.check_extension(incoming.filename, filetype)
     checks.check_content_type(incoming.content_type)
-    with bastion.db.read() as session:  # refuse early, before reading a large body
-        project = find_project(session, form["name"])
-        if project is not None:
-            try:
-                authorize(session, principal, Permission.UPLOAD, project)
-            except Exception as exc:
-                raise UploadRejected(str(exc), status=403) from None
+    with bastion.db.read() as session:  # refuse early, before spending work on the file
+        found = project_and_role(session, form["name"], principal.user_id)
+    if found is not None:
+        name, role = found
+        decision = decide(principal, Permission.UPLOAD, project=name, role=role)
+        if not decision:
+            raise UploadRejected(decision.reason, status=403)
     path, size, digests = spool(incoming.stream, bastion.tmp_dir, bastion.settings.max_file_size, incoming.filename)
     try:
         checked = check_file(bastion, form, incoming, path, size, digests, filetype)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from bastion.db import utcnow
 from bastion.packaging.models import File, Project, Release
@@ -40,6 +42,49 @@ class Page:
     """Media type the stored bytes are."""
     body: bytes
     """The bytes served."""
+
+
+@dataclass
+class FileView:
+    """The columns of a file that pages show."""
+
+    filename: str
+    path: str
+    packagetype: str
+    python_version: str
+    size: int
+    md5_digest: str
+    sha256_digest: str
+    blake2_256_digest: str
+    requires_python: str | None
+    metadata_sha256: str | None
+    upload_time: datetime
+    yanked: bool
+    yanked_reason: str | None
+
+
+@dataclass
+class ReleaseView:
+    """The columns of a release that pages show, with its files."""
+
+    id: int
+    version: str
+    yanked: bool
+    yanked_reason: str | None
+    requires_python: str | None
+    core_metadata: dict[str, Any] | None = None
+    files: list[FileView] = field(default_factory=list)
+
+
+@dataclass
+class ProjectView:
+    """A project as its pages need it: plain rows read with column queries, not ORM objects."""
+
+    id: int
+    name: str
+    normalized_name: str
+    last_serial: int
+    releases: list[ReleaseView] = field(default_factory=list)
 
 
 def simple_index_key(fmt: str) -> str:
@@ -69,7 +114,7 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _file_yank(file: File, release: Release) -> tuple[bool, str | None]:
+def _file_yank(file: FileView, release: ReleaseView) -> tuple[bool, str | None]:
     if release.yanked:
         return True, release.yanked_reason
     if file.yanked:
@@ -77,7 +122,7 @@ def _file_yank(file: File, release: Release) -> tuple[bool, str | None]:
     return False, None
 
 
-def _ordered_files(project: Project) -> list[tuple[Release, File]]:
+def _ordered_files(project: ProjectView) -> list[tuple[ReleaseView, FileView]]:
     pairs = [(release, file) for release in project.releases for file in release.files]
     pairs.sort(key=lambda pair: (version_sort_key(pair[0].version), pair[1].filename))
     return pairs
@@ -87,7 +132,7 @@ def _dumps(document: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def render_simple_detail(project: Project) -> list[Page]:
+def render_simple_detail(project: ProjectView) -> list[Page]:
     """PEP 503 HTML and PEP 691 JSON for one project (PEP 592, 658/714, 700)."""
     pairs = _ordered_files(project)
     versions = sorted({release.version for release in project.releases}, key=version_sort_key)
@@ -154,7 +199,7 @@ def render_simple_index(session: Session, serial: int) -> list[Page]:
     ]
 
 
-def _json_file(file: File, release: Release) -> dict[str, Any]:
+def _json_file(file: FileView, release: ReleaseView) -> dict[str, Any]:
     yanked, reason = _file_yank(file, release)
     return {
         "comment_text": "",
@@ -187,7 +232,7 @@ def _joined(value: Any) -> str | None:
     return str(value)
 
 
-def _info(project: Project, release: Release) -> dict[str, Any]:
+def _info(project: ProjectView, release: ReleaseView) -> dict[str, Any]:
     meta = release.core_metadata or {}
     base = f"{BASE_PLACEHOLDER}/project/{project.normalized_name}"
     return {
@@ -224,7 +269,7 @@ def _info(project: Project, release: Release) -> dict[str, Any]:
     }
 
 
-def latest_release(project: Project) -> Release | None:
+def latest_release(project: ProjectView) -> ReleaseView | None:
     """PyPI's choice: the newest final non-yanked release, else the newest non-yanked, else the newest."""
     releases = sorted(project.releases, key=lambda r: version_sort_key(r.version))
     for candidates in (
@@ -237,7 +282,7 @@ def latest_release(project: Project) -> Release | None:
     return None
 
 
-def render_json_project(project: Project) -> Page | None:
+def render_json_project(project: ProjectView) -> Page | None:
     latest = latest_release(project)
     if latest is None:
         return None
@@ -255,7 +300,7 @@ def render_json_project(project: Project) -> Page | None:
     return Page(json_project_key(project.normalized_name), JSON_TYPE, _dumps(document))
 
 
-def render_json_release(project: Project, release: Release) -> Page:
+def render_json_release(project: ProjectView, release: ReleaseView) -> Page:
     document = {
         "info": _info(project, release),
         "last_serial": project.last_serial,
@@ -271,32 +316,60 @@ def etag_for(body: bytes) -> tuple[str, str]:
 
 
 def store_pages(session: Session, pages: list[Page], serial: int) -> None:
+    """Insert or replace the pages in one statement (an upsert on both SQLite and PostgreSQL)."""
+    if not pages:
+        return
     now = utcnow()
+    rows = []
     for page in pages:
         digest, etag = etag_for(page.body)
-        existing = session.get(RenderedPage, page.key)
-        if existing is None:
-            session.add(
-                RenderedPage(key=page.key, content_type=page.content_type, body=page.body,
-                             sha256=digest, etag=etag, serial=serial, updated=now)
-            )
-        elif existing.sha256 != digest:
-            existing.content_type = page.content_type
-            existing.body = page.body
-            existing.sha256 = digest
-            existing.etag = etag
-            existing.serial = serial
-            existing.updated = now
-    session.flush()
+        rows.append({"key": page.key, "content_type": page.content_type, "body": page.body,
+                     "sha256": digest, "etag": etag, "serial": serial, "updated": now})
+    table = RenderedPage.__table__
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={name: statement.excluded[name] for name in ("content_type", "body", "sha256", "etag", "serial", "updated")},
+    )
+    session.execute(statement, rows)  # executemany: one cached compiled statement for any page count
 
 
-def load_project_for_render(session: Session, project_id: int) -> Project:
-    return session.execute(
-        select(Project)
-        .where(Project.id == project_id)
-        .options(selectinload(Project.releases).selectinload(Release.files))
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+_FILE_COLUMNS = (
+    File.release_id, File.filename, File.path, File.packagetype, File.python_version, File.size,
+    File.md5_digest, File.sha256_digest, File.blake2_256_digest, File.requires_python,
+    File.metadata_sha256, File.upload_time, File.yanked, File.yanked_reason,
+)
+
+
+def load_project_for_render(session: Session, project_id: int) -> ProjectView:
+    """Everything the project's pages show, in three column queries (metadata loaded on demand)."""
+    row = session.execute(
+        select(Project.id, Project.name, Project.normalized_name, Project.last_serial).where(Project.id == project_id)
+    ).one()
+    project = ProjectView(id=row.id, name=row.name, normalized_name=row.normalized_name, last_serial=row.last_serial)
+    releases = {
+        r.id: ReleaseView(id=r.id, version=r.version, yanked=r.yanked, yanked_reason=r.yanked_reason,
+                          requires_python=r.requires_python)
+        for r in session.execute(
+            select(Release.id, Release.version, Release.yanked, Release.yanked_reason, Release.requires_python)
+            .where(Release.project_id == project_id)
+        )
+    }
+    for f in session.execute(select(*_FILE_COLUMNS).where(File.project_id == project_id).order_by(File.filename)):
+        releases[f.release_id].files.append(FileView(*f[1:]))
+    project.releases = list(releases.values())
+    return project
+
+
+def _load_core_metadata(session: Session, releases: list[ReleaseView]) -> None:
+    missing = {r.id: r for r in releases if r.core_metadata is None}
+    if missing:
+        for release_id, metadata in session.execute(
+            select(Release.id, Release.core_metadata).where(Release.id.in_(list(missing)))
+        ):
+            missing[release_id].core_metadata = metadata
 
 
 def refresh_project_pages(
@@ -305,14 +378,15 @@ def refresh_project_pages(
     """Re-render what one change touched: the project's pages, the named releases, the index."""
     session.flush()
     project = load_project_for_render(session, project_id)
+    wanted = set(versions or [])
+    touched = [release for release in project.releases if release.version in wanted]
+    latest = latest_release(project)
+    _load_core_metadata(session, touched + ([latest] if latest else []))
     pages = render_simple_detail(project)
     project_page = render_json_project(project)
     if project_page is not None:
         pages.append(project_page)
-    wanted = set(versions or [])
-    for release in project.releases:
-        if release.version in wanted:
-            pages.append(render_json_release(project, release))
+    pages.extend(render_json_release(project, release) for release in touched)
     if index:
         pages.extend(render_simple_index(session, project.last_serial))
     store_pages(session, pages, project.last_serial)
