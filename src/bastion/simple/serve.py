@@ -20,9 +20,9 @@ from urllib.parse import parse_qs
 
 from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from bastion.packaging.models import File, Project, Release
+from bastion.packaging.models import File, JournalEntry, Project, Release
 from bastion.services import Bastion
 from bastion.simple.models import RenderedPage
 from bastion.simple.render import (
@@ -64,6 +64,8 @@ FILE_TYPES = {
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
 _SEND_CHUNK = 4 * 1024 * 1024
 GZIP_MIN_BYTES = 1024
+JOURNAL_WINDOW = 100
+MAX_TARGETED_EVICTIONS = 1000
 
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
@@ -154,6 +156,11 @@ class ByteBudgetCache:
             _, (_, dropped) = self.items.popitem(last=False)
             self.used -= dropped
 
+    def pop(self, key: Any) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+
     def clear(self) -> None:
         self.items.clear()
         self.used = 0
@@ -173,13 +180,19 @@ class ReadAPI:
         self.accept_memo: dict[str | None, str | None] = {}
         self.marker_path = str(bastion.settings.changes_path)
         self.marker: tuple[int, int, int] = (-1, -1, -1)
+        self.keys_by_name: dict[str, set[str]] = {}
+        with bastion.db.engine.connect() as conn:
+            self.journal_seen = conn.execute(select(func.coalesce(func.max(JournalEntry.id), 0))).scalar() or 0
+            self.journal_ids: set[int] = set(conn.execute(
+                select(JournalEntry.id).where(JournalEntry.id > self.journal_seen - JOURNAL_WINDOW)
+            ).scalars())
         self.serial = ""
         self.next_content_check = 0.0
         self.public_url = bastion.settings.public_url.rstrip("/")
 
     # -- cache coherence -------------------------------------------------------------------
     def _check_marker(self) -> None:
-        """Drop the caches when another process (or this one) committed a change.
+        """Drop cached pages of projects that changed since the last look, in any process.
 
         One ``stat`` per request catches nearly every change at once; because a replaced file's
         inode can be reused within one timestamp tick, the marker's content (the serial) is also
@@ -198,21 +211,52 @@ class ReadAPI:
         if marker != self.marker or serial != self.serial:
             self.marker = marker
             self.serial = serial
+            self._evict_changed()
+
+    def _evict_changed(self) -> None:
+        """Evict the pages of every project named in the journal since the last eviction.
+
+        The query reaches back ``JOURNAL_WINDOW`` ids, because on PostgreSQL concurrent writers may
+        commit journal ids out of order; ids already handled in an earlier look are skipped.
+        """
+        since = max(self.journal_seen - JOURNAL_WINDOW, 0)
+        with self.bastion.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(JournalEntry.id, JournalEntry.name).where(JournalEntry.id > since)
+            ).all()
+        self.files.clear()
+        for key in (simple_index_key("html"), simple_index_key("json")):
+            self.pages.pop(key)
+        names = {row.name for row in rows if row.id not in self.journal_ids}
+        self.journal_ids = {row.id for row in rows}
+        if rows:
+            self.journal_seen = max(self.journal_seen, max(row.id for row in rows))
+        if len(names) > MAX_TARGETED_EVICTIONS:
             self.pages.clear()
-            self.files.clear()
+            self.keys_by_name.clear()
+            return
+        for name in names:
+            for key in self.keys_by_name.pop(name, ()):
+                self.pages.pop(key)
 
     def _page(self, key: str) -> CachedPage | None:
         hit = self.pages.get(key)
         if hit is not None:
             return hit[0]
-        with self.bastion.db.read() as session:
-            row = session.get(RenderedPage, key)
-            page = (
-                CachedPage(body=row.body, etag=row.etag.encode(), content_type=row.content_type, serial=row.serial)
-                if row is not None
-                else None
-            )
+        with self.bastion.db.engine.connect() as conn:
+            row = conn.execute(
+                select(RenderedPage.body, RenderedPage.etag, RenderedPage.content_type, RenderedPage.serial)
+                .where(RenderedPage.key == key)
+            ).first()
+        page = (
+            CachedPage(body=row.body, etag=row.etag.encode(), content_type=row.content_type, serial=row.serial)
+            if row is not None
+            else None
+        )
         self.pages.put(key, page, len(page.body) + 200 if page else 100)
+        parts = key.split("/")
+        if len(parts) > 2:  # a project's page (simple/<name>/..., pypi/<name>/...), not the index
+            self.keys_by_name.setdefault(parts[1], set()).add(key)
         return page
 
     # -- ASGI ------------------------------------------------------------------------------
