@@ -199,3 +199,20 @@ def test_gzip_for_clients_that_accept_it(client, bastion, tmp_path: Path) -> Non
     assert len(gzip.compress(plain.content)) < len(plain.content)
     again = client.get("/simple/big-project/", headers={"Accept-Encoding": "gzip", "If-None-Match": raw.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_a_change_evicts_only_the_changed_projects_pages(client, bastion, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    for name in ("alpha", "beta"):
+        wheel = make_wheel(tmp_path, name, "1.0")
+        assert post_upload(client, token, wheel, upload_form(wheel, name, "1.0")).status_code == 200
+    read_api = client.app
+    assert "beta-1.0" not in client.get("/simple/alpha/").text
+    beta_before = client.get("/simple/beta/")
+    assert "simple/beta/index.html" in read_api.pages.items
+    wheel = make_wheel(tmp_path, "alpha", "2.0")
+    assert post_upload(client, token, wheel, upload_form(wheel, "alpha", "2.0")).status_code == 200
+    alpha = client.get("/simple/alpha/")
+    assert "alpha-2.0-py3-none-any.whl" in alpha.text  # the changed project is fresh at once
+    assert "simple/beta/index.html" in read_api.pages.items  # the other one stayed cached
+    assert client.get("/simple/beta/").content == beta_before.content
