@@ -47,4 +47,5 @@ class ReasonPhraseProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not isinstance(cycle.transport, _HeadRewritingTransport):
-            cycle.transport = _HeadRewritingTransport(cycle.transport, cycle)
+            # It forwards every call to the real transport; only the head write is rewritten.
+            cycle.transport = _HeadRewritingTransport(cycle.transport, cycle)  # type: ignore[assignment]

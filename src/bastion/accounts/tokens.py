@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pymacaroons import Macaroon, Verifier
@@ -58,7 +59,7 @@ def issue_token(secret: bytes, token_id: str, caveats: list[list]) -> str:
 
 
 def make_caveats(
-    *, user_id: int, projects: list[str] | None, not_after: int | None, not_before: int
+    *, user_id: int, projects: Sequence[str] | None, not_after: int | None, not_before: int
 ) -> list[list]:
     caveats: list[list] = []
     if not_after is not None:

@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
+from typing import IO, cast
 
 from bastion.packaging.errors import UploadRejected
 
@@ -96,7 +97,7 @@ def detect_kind(path: Path) -> str:
     is_zip = zipfile.is_zipfile(path)
     try:
         with _BoundedGzip(path, "", None) as stream:  # only a gzip stream can be an sdist
-            is_tar = tarfile.is_tarfile(stream)
+            is_tar = tarfile.is_tarfile(cast(IO[bytes], stream))
     except UploadRejected:
         raise
     except Exception:

@@ -42,7 +42,7 @@ def normalize(name: str) -> str:
 def ultranormalize(name: str) -> str:
     """The confusable fold: separators removed, ``l``/``i`` -> ``1``, ``o`` -> ``0``, lower case."""
     folded = _SEPARATORS.sub("", name.lower())
-    return folded.translate(str.maketrans({"l": "1", "i": "1", "o": "0"}))
+    return folded.translate(str.maketrans("lio", "110"))
 
 
 def is_valid_name(name: str) -> bool:

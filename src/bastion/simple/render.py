@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
-from typing import Any
+from typing import Any, cast
 
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -325,7 +325,7 @@ def store_pages(session: Session, pages: list[Page], serial: int) -> None:
         digest, etag = etag_for(page.body)
         rows.append({"key": page.key, "content_type": page.content_type, "body": page.body,
                      "sha256": digest, "etag": etag, "serial": serial, "updated": now})
-    table = RenderedPage.__table__
+    table = cast(Table, RenderedPage.__table__)
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(table)
@@ -358,7 +358,8 @@ def load_project_for_render(session: Session, project_id: int) -> ProjectView:
         )
     }
     for f in session.execute(select(*_FILE_COLUMNS).where(File.project_id == project_id).order_by(File.filename)):
-        releases[f.release_id].files.append(FileView(*f[1:]))
+        columns = dict(f._mapping)
+        releases[columns.pop("release_id")].files.append(FileView(**columns))
     project.releases = list(releases.values())
     return project
 
