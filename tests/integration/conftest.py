@@ -5,9 +5,10 @@ fixture projects in tests/fixtures/projects, ``bastion serve`` runs the index on
 port, ``bastion user create`` / ``bastion token create`` make the accounts, and twine, pip and uv
 talk to the server over HTTP on 127.0.0.1 only.
 
-Servers: ``live_server`` is a fresh server on a fresh database for one test (built on the
-``database_url`` fixture of tests/conftest.py); ``module_server`` is shared by the tests of one
-module, one per backend. Both run on SQLite and on PostgreSQL.
+Servers: ``live_server`` is a fresh server on an empty database for one test (built on the
+``database_url`` fixture of tests/conftest.py: on PostgreSQL, the module's database emptied
+first); ``module_server`` is shared by the tests of one module, one per backend. Both run on
+SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,13 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
-    BACKENDS,
-    PG_URL,
-    _pg_state,
-    fresh_database,
-    pg_available,
-)
+from tests.conftest import BACKENDS, fresh_database, require_backend
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECTS = REPO / "tests" / "fixtures" / "projects"
@@ -571,11 +566,7 @@ def _sqlite_data_dir(database_url: str) -> Path:
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Module-scoped override of tests/conftest.py's ``backend``: one server per module and backend."""
-    if request.param == "postgresql" and not pg_available():
-        pytest.fail(
-            f"PostgreSQL is required in CI but unreachable at {PG_URL}: {_pg_state['error']}", pytrace=False
-        )
-    return str(request.param)
+    return require_backend(str(request.param))
 
 
 @pytest.fixture

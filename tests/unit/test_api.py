@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -19,8 +18,8 @@ from bastion.accounts.passwords import verify_password
 from bastion.accounts.service import authenticate_token
 from bastion.accounts.tokens import TOKEN_PREFIX
 from bastion.packaging.models import Release
-from tests.conftest import BACKENDS
-from tests.unit.test_authz import World, bearer, module_backend, new_events, open_world
+from tests.conftest import BACKENDS, require_backend
+from tests.unit.world import Recipe, World, bearer, new_events
 
 PROJECT = "api-proj"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
@@ -38,20 +37,12 @@ def build(w: World) -> None:
         assert response.status_code == 200, response.text
 
 
+WORLD = Recipe(build, "api")
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    return module_backend(request)
-
-
-@pytest.fixture(scope="module")
-def api_world(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    yield from open_world(backend, tmp_path_factory, build, "api")
-
-
-@pytest.fixture
-def w(api_world: World) -> World:
-    api_world.reset()
-    return api_world
+    return require_backend(request.param)
 
 
 def as_(w: World, who: str) -> dict[str, str]:

@@ -11,19 +11,14 @@ import struct
 import tarfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
-from bastion.app import create_app
 from bastion.services import Bastion
-from bastion.settings import load_settings
-from tests.conftest import post_upload
+from tests.conftest import make_user, post_upload
 from tests.distbuilder import make_sdist, make_wheel, metadata_text, upload_form
-from tests.unit.test_upload_checks import _pg_module_database, bastion, database_url  # noqa: F401  (fixtures)
-from tests.unit.test_upload_checks import accepted, add_user, refused
+from tests.unit.uploads import accepted, refused
 
 WHEEL = "hello_world-1.0-py3-none-any.whl"
 SDIST = "hello_world-1.0.tar.gz"
@@ -92,7 +87,7 @@ def write_tar_gz(path: Path, members: dict[str, bytes]) -> Path:
 
 def _refuse(client, bastion: Bastion, path: Path, status: int, *needles: str, name: str = "hello-world",  # type: ignore[no-untyped-def]
             version: str = "1.0", **form: str):
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     return refused(client, bastion, token, path, upload_form(path, name, version, **form), status, *needles)
 
 
@@ -385,7 +380,7 @@ def test_wheel_with_unparseable_entry_points_is_400(client, bastion, tmp_path, e
 
 
 def test_wheel_with_valid_entry_points_is_accepted(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = make_wheel(tmp_path, "hello-world", "1.0",
                       entry_points="[console_scripts]\nhello = hello_world:main\n\n[hello.plugins]\nx=y:z\n")
     accepted(client, token, path, "hello-world", "1.0")
@@ -428,7 +423,7 @@ def test_tar_link_escaping_the_archive_is_400(client, bastion, tmp_path, kind, n
 
 
 def test_tar_links_inside_the_archive_are_accepted(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = hostile_sdist(
         tmp_path,
         tar_info(f"{TOP}/docs/pyproject.toml", tarfile.SYMTYPE, "../pyproject.toml"),
@@ -476,58 +471,40 @@ def test_sdist_with_no_members_is_400(client, bastion, tmp_path) -> None:
 # -- limits: decompression bombs, member count, file and project size ---------------------------
 
 
-@pytest.fixture
-def limited(data_dir: Path, database_url: str) -> Iterator[Callable[..., tuple[Bastion, TestClient]]]:
-    """Build a Bastion (and client) with small limits, on the test's database: limited(**settings)."""
-    made: list[tuple[Bastion, TestClient]] = []
-
-    def build(**overrides: object) -> tuple[Bastion, TestClient]:
-        instance = Bastion(load_settings(data_dir, database_url=database_url, **overrides), run_migrations=False)
-        client = TestClient(create_app(bastion=instance), base_url="http://testserver")
-        client.__enter__()
-        made.append((instance, client))
-        return instance, client
-
-    yield build
-    for instance, client in made:
-        client.__exit__(None, None, None)
-        instance.close()
-
-
 BOMB_LIMITS = dict(max_uncompressed_size=2 * 1024 * 1024, bomb_floor=256 * 1024, max_compression_ratio=20)
 
 
-def test_zip_bomb_over_the_size_limit_is_400(limited, tmp_path) -> None:
-    bastion, client = limited(**BOMB_LIMITS)
+def test_zip_bomb_over_the_size_limit_is_400(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(**BOMB_LIMITS)
     path = make_wheel(tmp_path, "hello-world", "1.0", files={"hello_world/zeros.bin": bytes(3 * 1024 * 1024)})
     assert path.stat().st_size < 64 * 1024
     _refuse(client, bastion, path, 400,
             f"Invalid distribution file '{WHEEL}': it unpacks to more than 2097152 bytes (decompression bomb limit).")
 
 
-def test_zip_bomb_over_the_ratio_limit_is_400(limited, tmp_path) -> None:
-    bastion, client = limited(**BOMB_LIMITS)
+def test_zip_bomb_over_the_ratio_limit_is_400(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(**BOMB_LIMITS)
     path = make_wheel(tmp_path, "hello-world", "1.0", files={"hello_world/zeros.bin": bytes(1024 * 1024)})
     _refuse(client, bastion, path, 400,
             f"Invalid distribution file '{WHEEL}': its compression ratio exceeds 20:1 (decompression bomb limit).")
 
 
-def test_highly_compressible_archive_under_the_floor_is_accepted(limited, tmp_path) -> None:
-    bastion, client = limited(**BOMB_LIMITS)
-    token = add_user(bastion, "alice")
+def test_highly_compressible_archive_under_the_floor_is_accepted(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(**BOMB_LIMITS)
+    token = make_user(bastion, "alice")
     path = make_wheel(tmp_path, "hello-world", "1.0", files={"hello_world/zeros.bin": bytes(200 * 1024)})
     accepted(client, token, path, "hello-world", "1.0")
 
 
-def test_tar_bomb_over_the_size_limit_is_400(limited, tmp_path) -> None:
-    bastion, client = limited(**BOMB_LIMITS)
+def test_tar_bomb_over_the_size_limit_is_400(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(**BOMB_LIMITS)
     path = make_sdist(tmp_path, "hello-world", "1.0", files={"zeros.bin": bytes(3 * 1024 * 1024)})
     _refuse(client, bastion, path, 400,
             f"Invalid distribution file '{SDIST}': it unpacks to more than 2097152 bytes (decompression bomb limit).")
 
 
-def test_tar_bomb_over_the_ratio_limit_is_400(limited, tmp_path) -> None:
-    bastion, client = limited(**BOMB_LIMITS)
+def test_tar_bomb_over_the_ratio_limit_is_400(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(**BOMB_LIMITS)
     path = make_sdist(tmp_path, "hello-world", "1.0", files={"zeros.bin": bytes(1024 * 1024)})
     _refuse(client, bastion, path, 400,
             f"Invalid distribution file '{SDIST}': its compression ratio exceeds 20:1 (decompression bomb limit).")
@@ -560,23 +537,23 @@ def _pax_bomb(path: Path, sizes: list[int], *, first: bool) -> Path:
     [([8 * 1024 * 1024], True), ([8 * 1024 * 1024], False), ([1024 * 1024] * 4, False)],
     ids=["one-huge-header-first", "one-huge-header-last", "many-large-headers"],
 )
-def test_tar_bomb_hidden_in_pax_headers_is_400(limited, tmp_path, sizes, first) -> None:
+def test_tar_bomb_hidden_in_pax_headers_is_400(bastion_with, tmp_path, sizes, first) -> None:
     """Member sizes stay tiny; the decompressed stream does not."""
-    bastion, client = limited(**BOMB_LIMITS, max_archive_members=100)
+    bastion, client = bastion_with(**BOMB_LIMITS, max_archive_members=100)
     path = _pax_bomb(tmp_path / SDIST, sizes, first=first)
     _refuse(client, bastion, path, 400, "Invalid distribution file", "decompression bomb limit")
 
 
-def test_sdist_with_ordinary_pax_headers_is_accepted(limited, tmp_path) -> None:
-    bastion, client = limited(**BOMB_LIMITS, max_archive_members=100)
-    token = add_user(bastion, "alice")
+def test_sdist_with_ordinary_pax_headers_is_accepted(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(**BOMB_LIMITS, max_archive_members=100)
+    token = make_user(bastion, "alice")
     path = _pax_bomb(tmp_path / SDIST, [300, 5000], first=True)
     accepted(client, token, path, "hello-world", "1.0")
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
-def test_archive_with_too_many_members_is_400(limited, tmp_path, kind) -> None:
-    bastion, client = limited(max_archive_members=20)
+def test_archive_with_too_many_members_is_400(bastion_with, tmp_path, kind) -> None:
+    bastion, client = bastion_with(max_archive_members=20)
     files = {f"hello_world/m{i}.py": b"" for i in range(25)}
     if kind == "wheel":
         path = make_wheel(tmp_path, "hello-world", "1.0", files=files)
@@ -585,35 +562,35 @@ def test_archive_with_too_many_members_is_400(limited, tmp_path, kind) -> None:
     _refuse(client, bastion, path, 400, f"Invalid distribution file '{path.name}': it has more than 20 members.")
 
 
-def test_file_over_max_file_size_is_413(limited, tmp_path) -> None:
-    bastion, client = limited(max_file_size=2048)
+def test_file_over_max_file_size_is_413(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(max_file_size=2048)
     path = make_wheel(tmp_path, "hello-world", "1.0", files={"hello_world/data.bin": random.randbytes(4096)})
     assert path.stat().st_size > 2048
     _refuse(client, bastion, path, 413, "File too large. Limit for this index is 2048 bytes;",
             f"'{WHEEL}' is larger.", "Ask an index admin to raise max_file_size.")
 
 
-def test_file_over_max_file_size_message_states_only_what_is_known(limited, tmp_path) -> None:
+def test_file_over_max_file_size_message_states_only_what_is_known(bastion_with, tmp_path) -> None:
     """The upload is refused while it streams in: the message must not claim a size it never saw."""
-    bastion, client = limited(max_file_size=1024 * 1024)
+    bastion, client = bastion_with(max_file_size=1024 * 1024)
     path = make_wheel(tmp_path, "hello-world", "1.0", files={"hello_world/data.bin": random.randbytes(3 * 1024 * 1024)})
     response = _refuse(client, bastion, path, 413, "File too large. Limit for this index is 1 MiB;",
                        f"'{WHEEL}' is larger.")
     assert "2097152" not in response.text
 
 
-def test_body_far_over_max_file_size_is_413_before_reading_it(limited, tmp_path) -> None:
-    bastion, client = limited(max_file_size=1024)
+def test_body_far_over_max_file_size_is_413_before_reading_it(bastion_with, tmp_path) -> None:
+    bastion, client = bastion_with(max_file_size=1024)
     path = tmp_path / WHEEL
     path.write_bytes(bytes(4 * 1024 * 1024 + 2048))  # over max_file_size + the form-field allowance
     _refuse(client, bastion, path, 413, "File too large. Limit for this index is 1024 bytes.")
 
 
-def test_project_over_max_project_size_is_413(limited, tmp_path) -> None:
+def test_project_over_max_project_size_is_413(bastion_with, tmp_path) -> None:
     first = make_wheel(tmp_path, "hello-world", "1.0")
     second = make_wheel(tmp_path, "hello-world", "1.1")
-    bastion, client = limited(max_project_size=first.stat().st_size + second.stat().st_size - 1)
-    token = add_user(bastion, "alice")
+    bastion, client = bastion_with(max_project_size=first.stat().st_size + second.stat().st_size - 1)
+    token = make_user(bastion, "alice")
     accepted(client, token, first, "hello-world", "1.0")
     response = refused(client, bastion, token, second, upload_form(second, "hello-world", "1.1"), 413,
                        "Project size too large. Limit for project 'hello-world' total size is "
@@ -621,19 +598,19 @@ def test_project_over_max_project_size_is_413(limited, tmp_path) -> None:
                        "Delete old files or ask an index admin to raise max_project_size.")
     assert "Project size too large" in response.headers["x-bastion-reason"]
     # Exactly at the limit is fine.
-    _, client2 = limited(max_project_size=first.stat().st_size + second.stat().st_size)
+    _, client2 = bastion_with(max_project_size=first.stat().st_size + second.stat().st_size)
     accepted(client2, token, second, "hello-world", "1.1")
 
 
-def test_first_file_over_max_project_size_is_413(limited, tmp_path) -> None:
+def test_first_file_over_max_project_size_is_413(bastion_with, tmp_path) -> None:
     path = make_wheel(tmp_path, "hello-world", "1.0")
-    bastion, client = limited(max_project_size=path.stat().st_size - 1)
+    bastion, client = bastion_with(max_project_size=path.stat().st_size - 1)
     _refuse(client, bastion, path, 413, "Project size too large. Limit for project 'hello-world'")
 
 
 def test_archive_refusals_leave_no_temporary_file(client, bastion, tmp_path) -> None:
     """The spooled copy goes away whatever happens (checked by snapshot_state in every test too)."""
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = hostile_sdist(tmp_path, tar_info(f"{TOP}/fifo", tarfile.FIFOTYPE))
     response = post_upload(client, token, path, upload_form(path, "hello-world", "1.0"))
     assert response.status_code == 400

@@ -4,261 +4,20 @@ The route matrix runs against one prepared world per backend (users, projects, r
 after a test changes it, the world is restored row for row, so every case starts from the same
 state. A refusal must leave every table, every blob and the temporary directory as they were.
 
-The machinery (``World``, ``open_world``, ``state``) is shared with test_tokens.py, test_api.py,
-test_events.py and test_cli.py: this suite may only add those six files.
+The machinery (``World``, ``state``, the ``w`` fixture) is in world.py and conftest.py, shared
+with test_tokens.py, test_api.py, test_events.py and test_cli.py.
 """
 
 from __future__ import annotations
 
-import copy
-import shutil
-import uuid
-from collections.abc import Callable, Iterator
-from datetime import timedelta
-from pathlib import Path
-from typing import Any
-
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-import bastion.accounts.models  # noqa: F401  (registers tables)
-import bastion.events  # noqa: F401
-import bastion.packaging.models  # noqa: F401
-import bastion.simple.models  # noqa: F401
-from bastion.accounts import service as accounts
 from bastion.authz import OPERATOR, Permission, Principal, decide
-from bastion.db import Base
 from bastion.packaging import service as packaging
 from bastion.packaging.models import File, Release
-from bastion.services import Bastion
-from bastion.settings import load_settings
-from tests.conftest import (
-    BACKENDS,
-    _pg_admin_engine,
-    _pg_template,
-    _pg_url_for,
-    _sqlite_template_file,
-    basic_auth,
-    pg_available,
-)
-from tests.distbuilder import make_wheel, upload_form
-
-# --------------------------------------------------------------------------------------------
-# Shared machinery: a prepared world per backend, its full state, and restoring it.
-# --------------------------------------------------------------------------------------------
-
-
-def db_rows(bastion: Bastion) -> dict[str, list[tuple]]:
-    """Every row of every table, in primary-key order."""
-    with bastion.db.read() as session:
-        return {
-            table.name: [tuple(row) for row in session.execute(
-                select(table).order_by(*table.primary_key.columns)).all()]
-            for table in Base.metadata.sorted_tables
-        }
-
-
-def state(bastion: Bastion) -> dict[str, Any]:
-    """Everything a request could change: all rows, the blobs on disk, the temporary files."""
-    root = bastion.settings.effective_blob_dir
-    return {
-        "db": db_rows(bastion),
-        "blobs": sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()),
-        "tmp": sorted(p.name for p in bastion.tmp_dir.iterdir()),
-    }
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def new_events(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Actions of the events ``after`` has and ``before`` had not."""
-    columns = list(bastion.events.Event.__table__.columns.keys())
-    ident, action = columns.index("id"), columns.index("action")
-    known = {row[ident] for row in before["db"]["events"]}
-    return [row[action] for row in after["db"]["events"] if row[ident] not in known]
-
-
-class World:
-    """A database and data dir shared by one module's tests on one backend."""
-
-    def __init__(self, backend: str, root: Path, tmp_path_factory: pytest.TempPathFactory,
-                 secret: bytes | None = None) -> None:
-        self.backend = backend
-        self.root = root
-        data_dir = root / "data"
-        data_dir.mkdir(parents=True)
-        if secret is not None:  # a world copied from another backend keeps its tokens valid
-            (data_dir / "secret.key").write_bytes(secret)
-        self.pg_name: str | None = None
-        if backend == "sqlite":
-            shutil.copy(_sqlite_template_file(tmp_path_factory), data_dir / "bastion.db")
-            url = f"sqlite:///{data_dir / 'bastion.db'}"
-        else:
-            self.pg_name = f"bastion_w_{uuid.uuid4().hex[:12]}"
-            engine = _pg_admin_engine()
-            with engine.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{self.pg_name}" TEMPLATE "{_pg_template()}"'))
-            engine.dispose()
-            url = _pg_url_for(self.pg_name)
-        self.bastion = Bastion(load_settings(data_dir, database_url=url), run_migrations=False)
-        self.tokens: dict[str, str] = {}
-        self.token_ids: dict[str, str] = {}
-        self.files: dict[str, Path] = {}
-        self._client_cm: Any = None
-        self.client: Any = None
-        self.baseline: dict[str, Any] | None = None
-        self.known_clean = False
-        self._rows: dict[str, list[dict]] = {}
-
-    # -- building ----------------------------------------------------------------------------
-    def start_client(self) -> None:
-        from starlette.testclient import TestClient
-
-        from bastion.app import create_app
-
-        self._client_cm = TestClient(create_app(bastion=self.bastion), base_url="http://testserver")
-        self.client = self._client_cm.__enter__()
-
-    def user(self, name: str, *, admin: bool = False) -> None:
-        with self.bastion.db.write() as session:
-            accounts.create_user(session, name, f"{name}@example.org", "a-long-password", principal=OPERATOR,
-                                 secret=self.bastion.secret)
-            if admin:
-                accounts.set_admin(session, name, principal=OPERATOR, secret=self.bastion.secret)
-
-    def token(self, key: str, user: str, *, projects: list[str] | None = None,
-              expires: timedelta | None = timedelta(days=1)) -> str:
-        with self.bastion.db.write() as session:
-            new = accounts.create_token(session, self.bastion.secret, user, projects=projects,
-                                        expires_in=expires, principal=OPERATOR)
-        self.tokens[key] = new.token
-        self.token_ids[key] = new.token_id
-        return new.token
-
-    def wheel(self, name: str, version: str) -> Path:
-        key = f"{name}-{version}"
-        if key not in self.files:
-            directory = self.root / "dists" / key
-            directory.mkdir(parents=True)
-            self.files[key] = make_wheel(directory, name, version)
-        return self.files[key]
-
-    def upload(self, token: str | None, name: str, version: str, *, headers: dict[str, str] | None = None):
-        path = self.wheel(name, version)
-        if headers is None:
-            headers = basic_auth(token) if token else {}
-        with open(path, "rb") as handle:
-            return self.client.post("/legacy/", data=upload_form(path, name, version), headers=headers,
-                                    files={"content": (path.name, handle, "application/octet-stream")})
-
-    # -- state -------------------------------------------------------------------------------
-    def freeze(self) -> None:
-        """Remember the current state as the one every test starts from."""
-        self.baseline = state(self.bastion)
-        with self.bastion.db.read() as session:
-            self._rows = {
-                table.name: [dict(row._mapping) for row in session.execute(select(table)).all()]
-                for table in Base.metadata.sorted_tables
-            }
-
-    def state(self) -> dict[str, Any]:
-        return state(self.bastion)
-
-    _INFRASTRUCTURE = ("backend", "root", "pg_name", "bastion", "_client_cm", "client", "baseline", "_rows",
-                       "known_clean")
-
-    def export(self) -> dict[str, Any]:
-        """What another backend's world needs to become a copy of this one (after ``freeze``)."""
-        return {"rows": self._rows, "blobs": self.bastion.settings.effective_blob_dir, "secret": self.bastion.secret,
-                "attrs": copy.deepcopy({k: v for k, v in vars(self).items() if k not in self._INFRASTRUCTURE})}
-
-    def load(self, seed: dict[str, Any]) -> None:
-        """Become a copy of the exported world: the same rows, blobs and tokens."""
-        assert self.bastion.secret == seed["secret"]
-        with self.bastion.db.write() as session:
-            for table in Base.metadata.sorted_tables:
-                if seed["rows"][table.name]:
-                    session.execute(table.insert(), seed["rows"][table.name])
-            if self.backend == "postgresql":  # the copied ids were not drawn from the sequences
-                for table in Base.metadata.sorted_tables:
-                    column = next(iter(table.primary_key.columns))
-                    if len(table.primary_key.columns) == 1 and column.autoincrement is not False \
-                            and column.type.python_type is int:
-                        session.execute(text(
-                            f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
-                            f"COALESCE(MAX({column.name}), 0) + 1, false) FROM {table.name}"))
-        shutil.copytree(seed["blobs"], self.bastion.settings.effective_blob_dir, dirs_exist_ok=True)
-        self.bastion.notify_change(0)
-        for key, value in copy.deepcopy(seed["attrs"]).items():
-            setattr(self, key, value)
-
-    def reset(self) -> None:
-        """Bring the world back to the frozen state if anything changed it."""
-        assert self.baseline is not None
-        if self.known_clean:  # the last test saw the frozen state at its end
-            self.known_clean = False
-            return
-        if state(self.bastion) == self.baseline:
-            return
-        with self.bastion.db.write() as session:
-            for table in reversed(Base.metadata.sorted_tables):
-                session.execute(table.delete())
-            for table in Base.metadata.sorted_tables:
-                if self._rows[table.name]:
-                    session.execute(table.insert(), self._rows[table.name])
-        root = self.bastion.settings.effective_blob_dir
-        for path in root.rglob("*"):
-            if path.is_file() and str(path.relative_to(root)) not in self.baseline["blobs"]:
-                path.unlink()
-        for path in self.bastion.tmp_dir.iterdir():
-            if path.name not in self.baseline["tmp"]:
-                path.unlink()
-        self.bastion.notify_change(0)  # every ReadAPI drops its cached pages
-        assert state(self.bastion) == self.baseline, "the world could not be restored"
-
-    def close(self) -> None:
-        if self._client_cm is not None:
-            self._client_cm.__exit__(None, None, None)
-        self.bastion.close()
-        if self.pg_name:
-            engine = _pg_admin_engine()
-            with engine.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)'))
-            engine.dispose()
-
-
-def module_backend(request: pytest.FixtureRequest) -> str:
-    """Body of a module-scoped ``backend`` fixture (same rules as conftest's)."""
-    if request.param == "postgresql" and not pg_available():
-        pytest.fail("PostgreSQL is required but unreachable", pytrace=False)
-    return str(request.param)
-
-
-_SEEDS: dict[str, dict[str, Any]] = {}
-
-
-def open_world(backend: str, tmp_path_factory: pytest.TempPathFactory, build: Callable[[World], None],
-               label: str, *, share: bool = True) -> Iterator[World]:
-    """A built world; with ``share``, the second backend gets a row-for-row copy of the first one's
-    (building means hashing passwords, which is slow), else each backend builds its own."""
-    seed = _SEEDS.get(label) if share else None
-    world = World(backend, tmp_path_factory.mktemp(f"{label}-{backend}"), tmp_path_factory,
-                  secret=seed["secret"] if seed else None)
-    try:
-        world.start_client()
-        if seed:
-            world.load(seed)
-        else:
-            build(world)
-        world.freeze()
-        if share and not seed:
-            _SEEDS[label] = world.export()
-        yield world
-    finally:
-        world.close()
-
+from tests.conftest import BACKENDS, basic_auth, require_backend
+from tests.unit.world import Recipe, World, bearer, new_events
 
 # --------------------------------------------------------------------------------------------
 # The world of the route matrix.
@@ -295,20 +54,12 @@ def build_authz_world(w: World) -> None:
             select(File.path).where(File.filename.like("acme_widgets-1.0-%"))).scalar_one()
 
 
+WORLD = Recipe(build_authz_world, "authz")
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    return module_backend(request)
-
-
-@pytest.fixture(scope="module")
-def authz_world(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    yield from open_world(backend, tmp_path_factory, build_authz_world, "authz")
-
-
-@pytest.fixture
-def w(authz_world: World) -> World:
-    authz_world.reset()
-    return authz_world
+    return require_backend(request.param)
 
 
 PRINCIPALS = ("anonymous", "no_role", "maintainer", "owner", "admin", "owner_other_token", "admin_scoped_token")

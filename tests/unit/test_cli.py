@@ -22,7 +22,7 @@ from bastion.events import CLI_CONTEXT, Event
 from bastion.packaging import service as packaging
 from bastion.services import Bastion
 from bastion.settings import load_settings
-from tests.unit.test_authz import state
+from tests.unit.world import state
 
 BASTION = str(Path(sys.executable).parent / "bastion")
 

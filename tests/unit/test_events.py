@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -14,8 +13,8 @@ from bastion.accounts import service as accounts
 from bastion.accounts.models import User
 from bastion.authz import OPERATOR
 from bastion.events import Event
-from tests.conftest import BACKENDS
-from tests.unit.test_authz import World, module_backend, open_world
+from tests.conftest import BACKENDS, require_backend
+from tests.unit.world import Recipe, World
 
 GENESIS = "0" * 64
 
@@ -89,15 +88,18 @@ def run_every_action(w: World) -> None:
     assert client.post("/api/v1/users/alice/admin", headers=api).status_code == 200
 
 
+WORLD = Recipe(run_every_action, "events", share=False)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    return module_backend(request)
+    return require_backend(request.param)
 
 
 @pytest.fixture(scope="module")
-def w(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """Every action done once per backend; the tests only read the log."""
-    yield from open_world(backend, tmp_path_factory, run_every_action, "events", share=False)
+def w(world: World) -> World:
+    """Every action done once per backend; the tests only read the log (no reset between them)."""
+    return world
 
 
 def test_every_security_relevant_action_leaves_an_event(w: World) -> None:

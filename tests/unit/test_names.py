@@ -3,19 +3,17 @@ nobody may register (refused with 400 and a message naming the clash, leaving no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from bastion.app import create_app
 from bastion.packaging import names
 from bastion.services import Bastion
-from bastion.settings import load_settings
+from tests.conftest import make_user
 from tests.distbuilder import make_sdist, make_wheel, upload_form
-from tests.unit.test_upload_checks import _pg_module_database, bastion, database_url  # noqa: F401  (fixtures)
-from tests.unit.test_upload_checks import accepted, add_user, refused, simple_json
+from tests.unit.uploads import accepted, refused, simple_json
 
 # -- pure rules ------------------------------------------------------------------------------------
 
@@ -117,7 +115,7 @@ def _wheel(tmp_path: Path, name: str, version: str = "1.0") -> Path:
 
 @pytest.mark.parametrize("name", ["os", "asyncore", "os.path", "Tkinter", "json"])
 def test_stdlib_name_is_refused_at_first_upload(client, bastion, tmp_path, name) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = _wheel(tmp_path, name)
     refused(client, bastion, token, path, upload_form(path, name, "1.0"), 400,
             f"The name '{name}' isn't allowed: it is the name of a Python standard library module.",
@@ -125,7 +123,7 @@ def test_stdlib_name_is_refused_at_first_upload(client, bastion, tmp_path, name)
 
 
 def test_stdlib_name_is_refused_for_an_sdist_too(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = make_sdist(tmp_path, "asyncore", "1.0")
     refused(client, bastion, token, path, upload_form(path, "asyncore", "1.0"), 400,
             "The name 'asyncore' isn't allowed: it is the name of a Python standard library module.")
@@ -133,7 +131,7 @@ def test_stdlib_name_is_refused_for_an_sdist_too(client, bastion, tmp_path) -> N
 
 @pytest.mark.parametrize("name", ["simple", "Legacy", "packages"])
 def test_reserved_name_is_refused_at_first_upload(client, bastion, tmp_path, name) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = _wheel(tmp_path, name)
     refused(client, bastion, token, path, upload_form(path, name, "1.0"), 400,
             f"The name '{name}' isn't allowed: it is reserved by the index. Choose a different name.")
@@ -143,7 +141,7 @@ def test_admin_still_cannot_register_a_reserved_name(client, bastion, tmp_path) 
     from bastion.accounts import service
     from bastion.authz import OPERATOR
 
-    token = add_user(bastion, "root")
+    token = make_user(bastion, "root")
     with bastion.db.write() as session:
         service.set_admin(session, "root", principal=OPERATOR)
     path = _wheel(tmp_path, "simple")
@@ -151,20 +149,16 @@ def test_admin_still_cannot_register_a_reserved_name(client, bastion, tmp_path) 
 
 
 @pytest.fixture
-def prohibiting(data_dir: Path, database_url: str) -> Iterator[tuple[Bastion, TestClient]]:
+def prohibiting(bastion_with: Callable[..., tuple[Bastion, TestClient]]) -> tuple[Bastion, TestClient]:
     """An index whose admin prohibited two names, spelled as an admin might type them."""
-    instance = Bastion(load_settings(data_dir, database_url=database_url,
-                                     prohibited_names="evil-corp, Typo_Squat"), run_migrations=False)
-    with TestClient(create_app(bastion=instance), base_url="http://testserver") as client:
-        yield instance, client
-    instance.close()
+    return bastion_with(prohibited_names="evil-corp, Typo_Squat")
 
 
 @pytest.mark.parametrize("name", ["evil-corp", "Evil_Corp", "EVIL.CORP", "typo-squat", "typo_squat"])
 def test_admin_prohibited_name_is_refused_at_first_upload(prohibiting, tmp_path, name) -> None:
     bastion, client = prohibiting
     assert bastion.settings.prohibited_names == ("evil-corp", "Typo_Squat")
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = _wheel(tmp_path, name)
     refused(client, bastion, token, path, upload_form(path, name, "1.0"), 400,
             f"The name '{name}' isn't allowed: an index admin has prohibited it.",
@@ -173,7 +167,7 @@ def test_admin_prohibited_name_is_refused_at_first_upload(prohibiting, tmp_path,
 
 def test_names_close_to_prohibited_ones_are_accepted(prohibiting, tmp_path) -> None:
     bastion, client = prohibiting
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = _wheel(tmp_path, "evil-corp-tools")
     accepted(client, token, path, "evil-corp-tools", "1.0")
 
@@ -189,7 +183,7 @@ def test_names_close_to_prohibited_ones_are_accepted(prohibiting, tmp_path) -> N
     ids=["leading-dash", "trailing-dash", "space", "too-long"],
 )
 def test_invalid_name_is_refused_at_first_upload(client, bastion, tmp_path, name, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = _wheel(tmp_path, name)
     refused(client, bastion, token, path, upload_form(path, name, "1.0"), 400, message)
 
@@ -197,9 +191,9 @@ def test_invalid_name_is_refused_at_first_upload(client, bastion, tmp_path, name
 @pytest.fixture
 def hello_world(client, bastion, tmp_path) -> str:  # type: ignore[no-untyped-def]
     """alice owns hello-world; returns bob's token (bob has no project)."""
-    alice = add_user(bastion, "alice")
+    alice = make_user(bastion, "alice")
     accepted(client, alice, make_wheel(tmp_path, "hello-world", "1.0"), "hello-world", "1.0")
-    return add_user(bastion, "bob")
+    return make_user(bastion, "bob")
 
 
 @pytest.mark.parametrize("name", ["he11o_world", "hell0world", "HE1LO-W0RLD", "heiio.world", "helloworld"])
@@ -211,7 +205,7 @@ def test_confusable_name_is_refused_at_first_upload(client, bastion, tmp_path, h
 
 
 def test_confusable_name_is_refused_even_for_the_owner(client, bastion, tmp_path) -> None:
-    alice = add_user(bastion, "alice")
+    alice = make_user(bastion, "alice")
     accepted(client, alice, make_wheel(tmp_path, "hello-world", "1.0"), "hello-world", "1.0")
     path = _wheel(tmp_path, "he11o_world")
     refused(client, bastion, alice, path, upload_form(path, "he11o_world", "1.0"), 400,
@@ -228,7 +222,7 @@ def test_other_spelling_of_an_existing_name_is_that_project(client, bastion, tmp
 
 
 def test_owner_uploading_under_another_spelling_adds_to_the_project(client, bastion, tmp_path) -> None:
-    alice = add_user(bastion, "alice")
+    alice = make_user(bastion, "alice")
     accepted(client, alice, make_wheel(tmp_path, "hello-world", "1.0"), "hello-world", "1.0")
     path = _wheel(tmp_path, "HELLO.WORLD", "1.1")
     accepted(client, alice, path, "HELLO.WORLD", "1.1")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -21,9 +20,9 @@ from bastion.errors import Forbidden
 from bastion.events import RequestContext
 from bastion.packaging.errors import UploadRejected
 from bastion.packaging.upload import IncomingFile, upload
-from tests.conftest import BACKENDS, basic_auth
+from tests.conftest import BACKENDS, basic_auth, require_backend
 from tests.distbuilder import upload_form
-from tests.unit.test_authz import World, bearer, db_rows, module_backend, open_world
+from tests.unit.world import Recipe, World, bearer, db_rows
 
 PROJECT = "tok-proj"
 
@@ -42,20 +41,12 @@ def build(w: World) -> None:
                  for name in ("alice", "bob")}
 
 
+WORLD = Recipe(build, "tokens")
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    return module_backend(request)
-
-
-@pytest.fixture(scope="module")
-def tokens_world(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    yield from open_world(backend, tmp_path_factory, build, "tokens")
-
-
-@pytest.fixture
-def w(tokens_world: World) -> World:
-    tokens_world.reset()
-    return tokens_world
+    return require_backend(request.param)
 
 
 def authenticate(w: World, raw: str):  # type: ignore[no-untyped-def]

@@ -1,157 +1,41 @@
 """POST /legacy/ refuses bad input with the right status and a message that says what to fix,
 and a refused (or failed) upload leaves nothing behind: no row, no blob, no page, no temp file.
 
-Archive-level refusals are in test_archives.py, project-name refusals in test_names.py; both
-reuse the helpers defined here.
+Archive-level refusals are in test_archives.py, project-name refusals in test_names.py; the
+helpers all three use are in uploads.py.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
-import shutil
 import uuid
 import zipfile
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
 from starlette.testclient import TestClient
 
 from bastion.accounts import service as accounts
-from bastion.accounts.models import User
-from bastion.accounts.passwords import hash_password
 from bastion.accounts.tokens import issue_token, parse_token_id
 from bastion.app import create_app
 from bastion.authz import OPERATOR
-from bastion.db import Base
-from bastion.http import reason_phrase
 from bastion.packaging.models import DeletedFilename
 from bastion.services import Bastion
-from bastion.settings import load_settings
-from tests import conftest
 from tests.conftest import basic_auth, make_token, make_user, post_upload, snapshot_state
 from tests.distbuilder import digests, make_sdist, make_wheel, metadata_text, upload_form
+from tests.unit.uploads import accepted, check_refusal, refused, simple_json
 
-SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
-
-
-# -- databases: fresh for every test, without creating a PostgreSQL database per test -----------
-#
-# conftest clones a PostgreSQL database per test (~0.3 s each); these modules hold a few hundred
-# tests, so they override ``database_url`` (conftest's ``client`` builds on it through ``bastion``)
-# with one migrated PostgreSQL database per module, emptied before every test: the same state
-# as a fresh clone (the migrated template holds no rows; identities restart). SQLite is as in
-# conftest: a copy of the migrated template file.
-
-
-@pytest.fixture(scope="module")
-def _pg_module_database() -> Iterator[Engine]:
-    import bastion.events  # noqa: F401  (every table in Base.metadata)
-    import bastion.simple.models  # noqa: F401
-
-    name = f"bastion_m_{uuid.uuid4().hex[:12]}"
-    admin = conftest._pg_admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{conftest._pg_template()}"'))
-    engine = create_engine(conftest._pg_url_for(name), poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            tables = set(conn.execute(text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-            )).scalars())
-        assert tables == {t.name for t in Base.metadata.sorted_tables}, "a table the wipe would miss"
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-def database_url(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-                 request: pytest.FixtureRequest) -> str:
-    """A fresh, migrated, empty database on the chosen backend (overrides conftest's)."""
-    if backend == "sqlite":
-        data_dir = tmp_path / "data"
-        data_dir.mkdir(exist_ok=True)
-        shutil.copy(conftest._sqlite_template_file(tmp_path_factory), data_dir / "bastion.db")
-        return f"sqlite:///{data_dir / 'bastion.db'}"
-    engine: Engine = request.getfixturevalue("_pg_module_database")
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # a leaked connection fails loudly
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-        for sequence in conn.execute(text("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"))\
-                .scalars().all():
-            conn.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
-    return engine.url.render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def bastion(data_dir: Path, database_url: str) -> Iterator[Bastion]:
-    """conftest's ``bastion`` (``client`` builds on it), minus the per-test migration check: the
-    database above is already migrated."""
-    instance = Bastion(load_settings(data_dir, database_url=database_url), run_migrations=False)
-    yield instance
-    instance.close()
-
-
-# -- helpers shared with test_archives.py and test_names.py --------------------------------------
-
-
-@functools.cache
-def _password_hash() -> str:
-    return hash_password("a-long-password")
-
-
-def add_user(bastion: Bastion, name: str, *, projects: list[str] | None = None) -> str:
-    """conftest.make_user in one transaction, hashing the password once per session (argon2 alone
-    would cost most of this suite's time): a real user row and a real API token, returned."""
-    with bastion.db.write() as session:
-        session.add(User(username=name, username_key=name.lower(), email=f"{name}@example.org",
-                         password_hash=_password_hash()))
-        session.flush()
-        new = accounts.create_token(session, bastion.secret, name, projects=projects,
-                                    expires_in=timedelta(days=1), principal=OPERATOR)
-    return new.token
-
-
-def check_refusal(response, status: int, *needles: str) -> None:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    for needle in needles:
-        assert needle in response.text, f"{needle!r} not in {response.text!r}"
-    # twine prints the reason phrase, which carries the same message.
-    assert response.headers["x-bastion-reason"] == reason_phrase(response.text)
-
-
-def refused(client, bastion: Bastion, token: str | None, path: Path, form: dict[str, str],  # type: ignore[no-untyped-def]
-            status: int, *needles: str, **kwargs):
-    """Upload ``path``; assert the refusal (status, message) and that nothing changed."""
-    before = snapshot_state(bastion)
-    response = post_upload(client, token, path, form, **kwargs)
-    check_refusal(response, status, *needles)
-    assert snapshot_state(bastion) == before
-    return response
+# -- helpers of this module (uploads.py has the shared ones) ---------------------------------------
 
 
 def form_for(path: Path, name: str, version: str, overrides: dict[str, str | None]) -> dict[str, str]:
     """upload_form with any field (name and version too) replaced, or dropped when None."""
     form = {**upload_form(path, name, version), **overrides}
     return {k: v for k, v in form.items() if v is not None}
-
-
-def accepted(client, token: str, path: Path, name: str, version: str, **overrides: str) -> None:  # type: ignore[no-untyped-def]
-    response = post_upload(client, token, path, upload_form(path, name, version, **overrides))
-    assert response.status_code == 200, response.text
-    assert response.text == "OK\n"
 
 
 def post_raw(client, token: str, filename: str, data: bytes, form: dict[str, str],  # type: ignore[no-untyped-def]
@@ -174,13 +58,6 @@ def post_raw(client, token: str, filename: str, data: bytes, form: dict[str, str
     return client.post("/legacy/", content=body, headers=headers)
 
 
-def simple_json(client, name: str) -> dict:  # type: ignore[no-untyped-def]
-    response = client.get(f"/simple/{name}/", headers={"Accept": SIMPLE_JSON})
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith(SIMPLE_JSON)
-    return json.loads(response.content)
-
-
 # -- authentication --------------------------------------------------------------------------------
 
 
@@ -190,7 +67,7 @@ def wheel(tmp_path: Path) -> Path:
 
 
 def test_no_credentials_is_401(client, bastion, wheel) -> None:
-    add_user(bastion, "alice")
+    make_user(bastion, "alice")
     response = refused(client, bastion, None, wheel, upload_form(wheel, "hello-world", "1.0"), 401,
                        "Invalid or non-existent authentication information", "__token__", "API token")
     assert response.headers["www-authenticate"].startswith("Basic")
@@ -252,7 +129,7 @@ def _attenuated_expired(bastion: Bastion, token: str) -> str:
     ids=["other-index", "malformed", "truncated", "forged", "revoked", "expired", "attenuated-expired"],
 )
 def test_bad_token_is_403(client, bastion, wheel, make_bad, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     bad = make_bad(bastion, token)
     refused(client, bastion, bad, wheel, upload_form(wheel, "hello-world", "1.0"), 403, "Invalid API token", message)
 
@@ -267,7 +144,7 @@ def test_bad_token_is_403(client, bastion, wheel, make_bad, message) -> None:
     ids=["not-base64", "no-colon", "digest"],
 )
 def test_malformed_authorization_header_is_401(client, bastion, wheel, authorization, message) -> None:
-    add_user(bastion, "alice")
+    make_user(bastion, "alice")
     before = snapshot_state(bastion)
     with open(wheel, "rb") as handle:
         response = client.post("/legacy/", data=upload_form(wheel, "hello-world", "1.0"),
@@ -280,21 +157,21 @@ def test_token_with_nul_in_its_id_is_403(client, bastion, wheel) -> None:
     """Looked up before its signature is checked: PostgreSQL must not see the NUL (it would 500)."""
     from pymacaroons import Macaroon
 
-    add_user(bastion, "alice")
+    make_user(bastion, "alice")
     forged = "bastion-" + Macaroon(location="bastion", identifier="abc\x00def", key="guess").serialize()
     refused(client, bastion, forged, wheel, upload_form(wheel, "hello-world", "1.0"), 403,
             "Invalid API token: malformed API token")
 
 
 def test_token_scoped_to_another_project_cannot_create_a_project(client, bastion, wheel) -> None:
-    token = add_user(bastion, "alice", projects=["other-project"])
+    token = make_user(bastion, "alice", projects=["other-project"])
     refused(client, bastion, token, wheel, upload_form(wheel, "hello-world", "1.0"), 403,
             "this API token is limited to other-project and cannot act on 'hello-world'",
             "bastion token create --project hello-world")
 
 
 def test_token_scoped_to_another_project_cannot_upload_to_an_existing_one(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     accepted(client, token, make_wheel(tmp_path, "hello-world", "1.0"), "hello-world", "1.0")
     scoped = make_token(bastion, "alice", projects=["other-project"])
     newer = make_wheel(tmp_path, "hello-world", "1.1")
@@ -303,9 +180,9 @@ def test_token_scoped_to_another_project_cannot_upload_to_an_existing_one(client
 
 
 def test_user_without_a_role_cannot_upload_to_someone_elses_project(client, bastion, tmp_path) -> None:
-    alice = add_user(bastion, "alice")
+    alice = make_user(bastion, "alice")
     accepted(client, alice, make_wheel(tmp_path, "hello-world", "1.0"), "hello-world", "1.0")
-    bob = add_user(bastion, "bob")
+    bob = make_user(bastion, "bob")
     newer = make_wheel(tmp_path, "hello-world", "1.1")
     refused(client, bastion, bob, newer, upload_form(newer, "hello-world", "1.1"), 403,
             "user 'bob' is not allowed to upload to project 'hello-world'", "ask an owner to add you as a maintainer")
@@ -344,13 +221,13 @@ def test_user_without_a_role_cannot_upload_to_someone_elses_project(client, bast
          "short-sha256"],
 )
 def test_bad_form_is_400(client, bastion, wheel, overrides, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     messages = message if isinstance(message, tuple) else (message,)
     refused(client, bastion, token, wheel, form_for(wheel, "hello-world", "1.0", overrides), 400, *messages)
 
 
 def test_only_one_right_digest_is_enough(client, bastion, wheel) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     form = upload_form(wheel, "hello-world", "1.0", md5_digest=None, blake2_256_digest=None)
     form["sha256_digest"] = form["sha256_digest"].upper()  # case does not matter
     response = post_upload(client, token, wheel, form)
@@ -359,7 +236,7 @@ def test_only_one_right_digest_is_enough(client, bastion, wheel) -> None:
 
 @pytest.mark.parametrize("how", ["no-file-part", "other-part-name", "content-as-text", "urlencoded"])
 def test_missing_content_file_part_is_400(client, bastion, wheel, how) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     form = upload_form(wheel, "hello-world", "1.0")
     before = snapshot_state(bastion)
     headers = basic_auth(token)
@@ -378,7 +255,7 @@ def test_missing_content_file_part_is_400(client, bastion, wheel, how) -> None:
 
 
 def test_form_that_is_not_a_form_is_400(client, bastion) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     before = snapshot_state(bastion)
     response = client.post("/legacy/", content=b"--x\r\nnot multipart", headers={
         **basic_auth(token), "Content-Type": "multipart/form-data; boundary=x"})
@@ -391,7 +268,7 @@ def test_form_that_is_not_a_form_is_400(client, bastion) -> None:
 
 @pytest.mark.parametrize("bad", ["\x01", "\t", "\x1b", "\x7f", "\x00"], ids=["soh", "tab", "esc", "del", "nul"])
 def test_filename_with_control_character_is_400(client, bastion, tmp_path, bad) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     sdist = make_sdist(tmp_path, "hello-world", "1.0")
     before = snapshot_state(bastion)
     response = post_raw(client, token, f"hello_world{bad}-1.0.tar.gz", sdist.read_bytes(),
@@ -404,7 +281,7 @@ def test_filename_with_control_character_is_400(client, bastion, tmp_path, bad) 
 @pytest.mark.parametrize("filename", ["dist/hello_world-1.0.tar.gz", "../hello_world-1.0.tar.gz",
                                       "dist\\hello_world-1.0.tar.gz"])
 def test_filename_with_path_separator_is_400(client, bastion, tmp_path, filename) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     sdist = make_sdist(tmp_path, "hello-world", "1.0")
     before = snapshot_state(bastion)
     response = post_raw(client, token, filename, sdist.read_bytes(), upload_form(sdist, "hello-world", "1.0"))
@@ -413,7 +290,7 @@ def test_filename_with_path_separator_is_400(client, bastion, tmp_path, filename
 
 
 def test_filename_too_long_is_400(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     sdist = make_sdist(tmp_path, "hello-world", "1.0")
     refused(client, bastion, token, sdist, upload_form(sdist, "hello-world", "1.0"), 400,
             "filename longer than 255 characters", filename="h" * 250 + "-1.0.tar.gz")
@@ -433,7 +310,7 @@ def test_filename_too_long_is_400(client, bastion, tmp_path) -> None:
     ids=["zip-sdist", "bz2-sdist", "sdist-as-wheel", "wheel-as-sdist", "egg"],
 )
 def test_extension_not_matching_filetype_is_400(client, bastion, tmp_path, kind, filename, filetype, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = make_sdist(tmp_path, "hello-world", "1.0") if kind == "sdist" else make_wheel(tmp_path, "hello-world", "1.0")
     refused(client, bastion, token, path, upload_form(path, "hello-world", "1.0", filetype=filetype), 400,
             message, "PEP 625", filename=filename)
@@ -455,7 +332,7 @@ def test_extension_not_matching_filetype_is_400(client, bastion, tmp_path, kind,
     ids=["pre-pep625", "dashes", "version-spelling", "other-version", "other-name", "no-version", "bad-version"],
 )
 def test_sdist_filename_not_pep625_is_400(client, bastion, tmp_path, filename, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     sdist = make_sdist(tmp_path, "hello-world", "1.0", filename=filename)
     refused(client, bastion, token, sdist, upload_form(sdist, "hello-world", "1.0"), 400, message)
 
@@ -476,14 +353,14 @@ def test_sdist_filename_not_pep625_is_400(client, bastion, tmp_path, filename, m
     ids=["other-name", "other-version", "no-tags", "short-tags", "bad-build-tag", "space"],
 )
 def test_wheel_filename_not_matching_metadata_is_400(client, bastion, wheel, filename, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     refused(client, bastion, token, wheel, upload_form(wheel, "hello-world", "1.0"), 400, message, filename=filename)
 
 
 @pytest.mark.parametrize("tag", ["cp311-cp311-linux_x86_64", "py3-none-linux_aarch64", "cp311-cp311-freebsd_14_amd64",
                                  "py3-none-any.linux_x86_64"])
 def test_wheel_with_unsupported_platform_tag_is_400(client, bastion, tmp_path, tag) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = make_wheel(tmp_path, "hello-world", "1.0", tag=tag)
     platform = [p for p in tag.split("-")[2].split(".") if p != "any"][0]
     refused(client, bastion, token, path, upload_form(path, "hello-world", "1.0"), 400,
@@ -492,7 +369,7 @@ def test_wheel_with_unsupported_platform_tag_is_400(client, bastion, tmp_path, t
 
 @pytest.mark.parametrize("content_type", ["image/png", "IMAGE/GIF"])
 def test_image_content_type_is_400(client, bastion, wheel, content_type) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     refused(client, bastion, token, wheel, upload_form(wheel, "hello-world", "1.0"), 400,
             "Invalid distribution file: the upload's Content-Type is an image.", content_type=content_type)
 
@@ -529,7 +406,7 @@ def _with_metadata(tmp_path: Path, kind: str, metadata: str, *, version: str = "
          "no-metadata-version", "garbage", "bad-requirement", "bad-requires-python", "field-too-new"],
 )
 def test_invalid_metadata_is_400(client, bastion, tmp_path, kind, metadata, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = _with_metadata(tmp_path, kind, metadata)
     response = refused(client, bastion, token, path, upload_form(path, "hello-world", "1.0"), 400,
                        f"Invalid metadata in '{path.name}':", "Fix the project metadata and rebuild.")
@@ -537,7 +414,7 @@ def test_invalid_metadata_is_400(client, bastion, tmp_path, kind, metadata, mess
 
 
 def test_metadata_that_is_not_utf8_is_400(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = make_wheel(tmp_path, "hello-world", "1.0")
     with zipfile.ZipFile(path) as archive:
         members = {info.filename: archive.read(info) for info in archive.infolist()}
@@ -552,7 +429,7 @@ def test_metadata_that_is_not_utf8_is_400(client, bastion, tmp_path) -> None:
 
 
 def test_local_version_is_400(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = make_wheel(tmp_path, "hello-world", "1.0+local")
     refused(client, bastion, token, path, upload_form(path, "hello-world", "1.0+local"), 400,
             "The use of local versions in '1.0+local' is not allowed. Remove the '+local' suffix.")
@@ -587,14 +464,14 @@ EXTRA_RULES = [
                               "broken-rst", "rst-unknown-directive", "unknown-content-type",
                               "unknown-markdown-variant"])
 def test_metadata_against_index_rules_is_400(client, bastion, tmp_path, kwargs, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     path = make_wheel(tmp_path, "hello-world", "1.0", metadata=metadata_text("hello-world", "1.0", **kwargs))
     messages = message if isinstance(message, tuple) else (message,)
     refused(client, bastion, token, path, upload_form(path, "hello-world", "1.0"), 400, *messages)
 
 
 def test_rst_readme_is_also_checked_in_sdists(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     metadata = metadata_text("hello-world", "1.0", description="Title\n=====\n\n`unclosed\n")
     path = make_sdist(tmp_path, "hello-world", "1.0", metadata=metadata)
     refused(client, bastion, token, path, upload_form(path, "hello-world", "1.0"), 400,
@@ -616,14 +493,14 @@ def test_rst_readme_is_also_checked_in_sdists(client, bastion, tmp_path) -> None
     ids=["name", "version", "invalid-version", "summary", "requires-python"],
 )
 def test_form_disagreeing_with_metadata_is_400(client, bastion, tmp_path, overrides, message) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     metadata = metadata_text("hello-world", "1.0", extra="Requires-Python: >=3.8\n")
     path = make_wheel(tmp_path, "hello-world", "1.0", metadata=metadata)
     refused(client, bastion, token, path, form_for(path, "hello-world", "1.0", overrides), 400, message)
 
 
 def test_form_agreeing_with_metadata_in_other_spellings_is_accepted(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     metadata = metadata_text("hello-world", "1.0", extra="Requires-Python: >=3.8\n")
     path = make_wheel(tmp_path, "hello-world", "1.0", metadata=metadata)
     accepted(client, token, path, "Hello_World", "1.0.0", summary=" A test project ", requires_python=">=3.8")
@@ -634,7 +511,7 @@ def test_form_agreeing_with_metadata_in_other_spellings_is_accepted(client, bast
 
 
 def test_identical_reupload_is_200_and_changes_nothing(client, bastion, wheel) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     accepted(client, token, wheel, "hello-world", "1.0")
     before = snapshot_state(bastion)
     response = post_upload(client, token, wheel, upload_form(wheel, "hello-world", "1.0"))
@@ -644,7 +521,7 @@ def test_identical_reupload_is_200_and_changes_nothing(client, bastion, wheel) -
 
 
 def test_different_file_under_an_existing_name_is_400_file_already_exists(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = make_wheel(tmp_path / "a", "hello-world", "1.0")
@@ -660,7 +537,7 @@ def test_different_file_under_an_existing_name_is_400_file_already_exists(client
 
 
 def test_same_content_under_another_filename_is_400(client, bastion, wheel) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     accepted(client, token, wheel, "hello-world", "1.0")
     refused(client, bastion, token, wheel, upload_form(wheel, "hello-world", "1.0"), 400,
             "File already exists ('hello_world-1.0-py2.py3-none-any.whl'",
@@ -668,7 +545,7 @@ def test_same_content_under_another_filename_is_400(client, bastion, wheel) -> N
 
 
 def test_deleted_filename_can_never_be_reused(client, bastion, wheel) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     with bastion.db.write() as session:
         session.add(DeletedFilename(filename=wheel.name))
     refused(client, bastion, token, wheel, upload_form(wheel, "hello-world", "1.0"), 400,
@@ -677,7 +554,7 @@ def test_deleted_filename_can_never_be_reused(client, bastion, wheel) -> None:
 
 
 def test_second_sdist_for_a_release_is_400(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     accepted(client, token, make_sdist(tmp_path, "hello-world", "1.0"), "hello-world", "1.0")
     # 1.0.0 is the same release as 1.0 (PEP 440), under a different PEP 625 filename.
     other = make_sdist(tmp_path, "hello-world", "1.0.0")
@@ -690,7 +567,7 @@ def test_second_sdist_for_a_release_is_400(client, bastion, tmp_path) -> None:
 
 @pytest.mark.parametrize("existing_project", [False, True], ids=["new-project", "existing-project"])
 def test_failure_after_blob_write_is_500_and_leaves_nothing(bastion, tmp_path, monkeypatch, existing_project) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     with TestClient(create_app(bastion=bastion), raise_server_exceptions=False) as client:
         if existing_project:
             accepted(client, token, make_wheel(tmp_path, "hello-world", "0.9"), "hello-world", "0.9")
@@ -736,7 +613,7 @@ def _served(client, name: str, paths: list[Path]) -> dict:  # type: ignore[no-un
 
 
 def test_sdist_and_wheel_of_one_release_are_accepted_and_served(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     sdist = make_sdist(tmp_path, "hello-world", "1.0")
     wheel = make_wheel(tmp_path, "hello-world", "1.0")
     accepted(client, token, sdist, "hello-world", "1.0")
@@ -749,7 +626,7 @@ def test_sdist_and_wheel_of_one_release_are_accepted_and_served(client, bastion,
 
 
 def test_manylinux_wheel_is_accepted(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     wheel = make_wheel(tmp_path, "hello-world", "1.0",
                        tag="cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64")
     accepted(client, token, wheel, "hello-world", "1.0", pyversion="cp311")
@@ -757,7 +634,7 @@ def test_manylinux_wheel_is_accepted(client, bastion, tmp_path) -> None:
 
 
 def test_metadata_24_with_license_expression_is_accepted(client, bastion, tmp_path) -> None:
-    token = add_user(bastion, "alice")
+    token = make_user(bastion, "alice")
     metadata = metadata_text("hello-world", "2.0", metadata_version="2.4",
                              extra="License-Expression: MIT OR Apache-2.0\n"
                                    "Classifier: Programming Language :: Python :: 3\n"

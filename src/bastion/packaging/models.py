@@ -126,6 +126,8 @@ class JournalEntry(Base):
     """The change journal: its id is the index-wide serial (``last_serial``)."""
 
     __tablename__ = "journal"
+    # Serials only ever grow: on SQLite too, a deleted id is never handed out again.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), index=True)

@@ -181,11 +181,9 @@ class ReadAPI:
         self.marker_path = str(bastion.settings.changes_path)
         self.marker: tuple[int, int, int] = (-1, -1, -1)
         self.keys_by_name: dict[str, set[str]] = {}
-        with bastion.db.engine.connect() as conn:
-            self.journal_seen = conn.execute(select(func.coalesce(func.max(JournalEntry.id), 0))).scalar() or 0
-            self.journal_ids: set[int] = set(conn.execute(
-                select(JournalEntry.id).where(JournalEntry.id > self.journal_seen - JOURNAL_WINDOW)
-            ).scalars())
+        self.journal_seen = 0
+        self.journal_ids: set[int] = set()
+        self._reset()
         self.serial = ""
         self.next_content_check = 0.0
         self.public_url = bastion.settings.public_url.rstrip("/")
@@ -211,7 +209,20 @@ class ReadAPI:
         if marker != self.marker or serial != self.serial:
             self.marker = marker
             self.serial = serial
-            self._evict_changed()
+            if serial.isdigit() and int(serial) < self.journal_seen:
+                self._reset()  # the serial went back (a restored database): trust nothing cached
+            else:
+                self._evict_changed()
+
+    def _reset(self) -> None:
+        self.pages.clear()
+        self.files.clear()
+        self.keys_by_name.clear()
+        with self.bastion.db.engine.connect() as conn:
+            self.journal_seen = conn.execute(select(func.coalesce(func.max(JournalEntry.id), 0))).scalar() or 0
+            self.journal_ids = set(conn.execute(
+                select(JournalEntry.id).where(JournalEntry.id > self.journal_seen - JOURNAL_WINDOW)
+            ).scalars())
 
     def _evict_changed(self) -> None:
         """Evict the pages of every project named in the journal since the last eviction.
@@ -232,8 +243,7 @@ class ReadAPI:
         if rows:
             self.journal_seen = max(self.journal_seen, max(row.id for row in rows))
         if len(names) > MAX_TARGETED_EVICTIONS:
-            self.pages.clear()
-            self.keys_by_name.clear()
+            self._reset()
             return
         for name in names:
             for key in self.keys_by_name.pop(name, ()):

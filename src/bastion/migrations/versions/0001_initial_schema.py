@@ -108,7 +108,8 @@ def upgrade() -> None:
     sa.Column('actor_id', sa.Integer(), nullable=True),
     sa.Column('details', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['actor_id'], ['users.id'], name=op.f('fk_journal_actor_id_users'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_journal'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_journal')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('journal', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_journal_name'), ['name'], unique=False)
