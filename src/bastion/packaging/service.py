@@ -113,16 +113,23 @@ def create_project(session: Session, name: str, owner: User | None, *, prohibite
     return project
 
 
-def add_role(session: Session, project_name: str, user_name: str, role: str, *, principal: Principal,
-             context: RequestContext = CLI_CONTEXT, secret: bytes = b"") -> int:
-    if role not in (RoleName.OWNER.value, RoleName.MAINTAINER.value):
-        raise ServiceError(f"unknown role '{role}': use owner or maintainer")
+def _role_change_target(session: Session, project_name: str, user_name: str,
+                        principal: Principal) -> tuple[Project, User, Role | None]:
+    """The project (after the MANAGE_ROLES check), the user, and the user's current role row."""
     project = get_project(session, project_name)
     authorize(session, principal, Permission.MANAGE_ROLES, project)
     user = get_user(session, user_name)
     existing = session.execute(
         select(Role).where(Role.project_id == project.id, Role.user_id == user.id)
     ).scalar_one_or_none()
+    return project, user, existing
+
+
+def add_role(session: Session, project_name: str, user_name: str, role: str, *, principal: Principal,
+             context: RequestContext = CLI_CONTEXT, secret: bytes = b"") -> int:
+    if role not in (RoleName.OWNER.value, RoleName.MAINTAINER.value):
+        raise ServiceError(f"unknown role '{role}': use owner or maintainer")
+    project, user, existing = _role_change_target(session, project_name, user_name, principal)
     if existing is not None and existing.role == role:
         raise Conflict(f"user '{user.username}' is already {role} of '{project.name}'")
     if existing is not None:
@@ -138,12 +145,7 @@ def add_role(session: Session, project_name: str, user_name: str, role: str, *, 
 
 def remove_role(session: Session, project_name: str, user_name: str, *, principal: Principal,
                 context: RequestContext = CLI_CONTEXT, secret: bytes = b"") -> int:
-    project = get_project(session, project_name)
-    authorize(session, principal, Permission.MANAGE_ROLES, project)
-    user = get_user(session, user_name)
-    existing = session.execute(
-        select(Role).where(Role.project_id == project.id, Role.user_id == user.id)
-    ).scalar_one_or_none()
+    project, user, existing = _role_change_target(session, project_name, user_name, principal)
     if existing is None:
         raise NotFound(f"user '{user.username}' has no role on '{project.name}'")
     owners = session.execute(
