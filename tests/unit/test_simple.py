@@ -216,3 +216,13 @@ def test_a_change_evicts_only_the_changed_projects_pages(client, bastion, tmp_pa
     assert "alpha-2.0-py3-none-any.whl" in alpha.text  # the changed project is fresh at once
     assert "simple/beta/index.html" in read_api.pages.items  # the other one stayed cached
     assert client.get("/simple/beta/").content == beta_before.content
+
+
+def test_an_empty_index_lists_no_projects(client) -> None:
+    html = client.get("/simple/")
+    assert html.status_code == 200
+    assert "<a " not in html.text
+    document = client.get("/simple/", headers={"Accept": SIMPLE_JSON}).json()
+    assert document["projects"] == []
+    assert document["meta"]["api-version"] == "1.1"
+    assert client.get("/simple/", headers={"If-None-Match": html.headers["etag"]}).status_code == 304

@@ -183,6 +183,11 @@ def render_simple_detail(project: ProjectView) -> list[Page]:
 
 def render_simple_index(session: Session, serial: int) -> list[Page]:
     names = list(session.execute(select(Project.normalized_name).order_by(Project.normalized_name)).scalars())
+    return render_simple_index_of(names, serial)
+
+
+def render_simple_index_of(names: list[str], serial: int) -> list[Page]:
+    """The project list pages (HTML and JSON) for ``names``."""
     anchors = "".join(f'    <a href="{escape(n)}/">{escape(n)}</a>\n' for n in names)
     html = (
         "<!DOCTYPE html>\n<html>\n  <head>\n"

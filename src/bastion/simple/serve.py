@@ -28,9 +28,11 @@ from bastion.simple.models import RenderedPage
 from bastion.simple.render import (
     BASE_PLACEHOLDER,
     SIMPLE_JSON,
+    etag_for,
     json_project_key,
     json_release_key,
     simple_detail_key,
+    render_simple_index_of,
     simple_index_key,
 )
 
@@ -181,6 +183,12 @@ class ReadAPI:
         self.marker_path = str(bastion.settings.changes_path)
         self.marker: tuple[int, int, int] = (-1, -1, -1)
         self.keys_by_name: dict[str, set[str]] = {}
+        self.empty_index = {
+            rendered.key.rsplit(".", 1)[1]: CachedPage(
+                body=rendered.body, etag=etag_for(rendered.body)[1].encode(), content_type=rendered.content_type,
+                serial=0)
+            for rendered in render_simple_index_of([], 0)
+        }
         self.journal_seen = 0
         self.journal_ids: set[int] = set()
         self._reset()
@@ -319,6 +327,8 @@ class ReadAPI:
         fmt_name, content_type = RESPONSE_TYPES[chosen]  # type: ignore[index]
         key = simple_index_key(fmt_name) if key_base is None else simple_detail_key(key_base, fmt_name)
         page = self._page(key)
+        if page is None and key_base is None:
+            page = self.empty_index[fmt_name]  # no project was ever created: an empty list, not a 404
         if page is None:
             return await _plain(send, 404, b"Not Found: no project of that name on this index\n", vary=True)
         body, etag, encoding = self._encoded(key, page.body, page.etag, headers)
