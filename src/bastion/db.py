@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -109,6 +110,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def advisory_lock(session: Session, name: str) -> None:
+    """Serialize writers on ``name`` until the transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite needs none: write transactions
+    (``Database.write``) BEGIN IMMEDIATE and so already run one at a time.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

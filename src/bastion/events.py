@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, select, text
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from bastion.db import Base, UTCDateTime, utcnow
+from bastion.db import Base, UTCDateTime, advisory_lock, utcnow
 
 GENESIS_HASH = "0" * 64
 
@@ -72,10 +72,7 @@ def record_event(
     secret: bytes = b"",
 ) -> Event:
     """Append one event to the chain inside the caller's transaction."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        # One writer extends the chain at a time; released at commit.
-        session.execute(text("SELECT pg_advisory_xact_lock(7242001)"))
+    advisory_lock(session, "bastion:audit-chain")  # one writer extends the chain at a time
     last = session.execute(select(Event.hash).order_by(Event.id.desc()).limit(1)).scalar()
     prev_hash = last or GENESIS_HASH
     now = utcnow()

@@ -20,6 +20,7 @@ from bastion.services import Bastion
 # twine prints the reason phrase, so that is where PyPI, and Bastion, put the message.
 REASON_HEADER = "x-bastion-reason"
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+_SCHEME = re.compile(r"^[A-Za-z-]{1,20}$")
 
 
 def reason_phrase(message: str) -> str:
@@ -63,4 +64,7 @@ def authenticate(request: Request) -> tuple[Principal, ApiToken] | None:
             if not sep:
                 raise Forbidden("Malformed Basic authorization header.", status=401)
             return authenticate_basic(session, bastion.secret, username, password)
-    raise Forbidden(f"Unsupported authorization scheme '{scheme}'. {HOW_TO_GET_A_TOKEN}", status=401)
+    # Echo the scheme only if it looks like one: a token pasted without "Bearer" must not be
+    # repeated into a status line that clients and proxies log.
+    shown = f" '{scheme}'" if _SCHEME.match(scheme) else ""
+    raise Forbidden(f"Unsupported authorization scheme{shown}. {HOW_TO_GET_A_TOKEN}", status=401)

@@ -123,6 +123,21 @@ def set_admin(
     return user
 
 
+def _token_owner(session: Session, user_name: str, principal: Principal | None) -> User:
+    """The user whose tokens are managed; to anyone but an admin an unknown user looks like
+    another user's account (no probing for usernames)."""
+    if principal is None:
+        require({"target_user_id": None}, principal, Permission.MANAGE_TOKENS)  # 401
+    try:
+        user = get_user(session, user_name)
+    except NotFound:
+        if principal is not None and not principal.is_admin:
+            require({"target_user_id": None}, principal, Permission.MANAGE_TOKENS)
+        raise
+    require({"target_user_id": user.id}, principal, Permission.MANAGE_TOKENS)
+    return user
+
+
 def create_token(
     session: Session,
     secret: bytes,
@@ -136,11 +151,15 @@ def create_token(
 ) -> NewToken:
     from packaging.utils import canonicalize_name
 
-    user = get_user(session, user_name)
-    require({"target_user_id": user.id}, principal, Permission.MANAGE_TOKENS)
+    user = _token_owner(session, user_name, principal)
     if not user.is_active:
         raise Forbidden(f"user '{user.username}' is disabled")
-    normalized = sorted({canonicalize_name(p) for p in projects}) if projects else None
+    if projects is not None and not projects:
+        raise ServiceError(
+            "an empty project list would make a token for nothing: name at least one project, "
+            "or leave the list out for a token covering every project of the user"
+        )
+    normalized = sorted({canonicalize_name(p) for p in projects}) if projects is not None else None
     if principal.token_projects is not None and (
         normalized is None or not set(normalized) <= principal.token_projects
     ):
@@ -172,8 +191,7 @@ def create_token(
 
 
 def list_tokens(session: Session, user_name: str, *, principal: Principal) -> list[ApiToken]:
-    user = get_user(session, user_name)
-    require({"target_user_id": user.id}, principal, Permission.MANAGE_TOKENS)
+    user = _token_owner(session, user_name, principal)
     return list(
         session.execute(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created))
         .scalars()

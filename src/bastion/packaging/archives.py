@@ -259,7 +259,7 @@ def inspect_sdist(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
                     pkg_info = extracted.read() if extracted else None
     except UploadRejected:
         raise
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise UploadRejected(f"Invalid distribution file '{filename}': not a valid .tar.gz archive ({exc}).") from None
     if not tops:
         raise UploadRejected(f"Invalid sdist '{filename}': the archive is empty.")

@@ -30,6 +30,8 @@ from trove_classifiers import all_classifiers, deprecated_classifiers
 from bastion.packaging.errors import UploadRejected
 
 FILETYPES = {"sdist": (".tar.gz",), "bdist_wheel": (".whl",)}
+MAX_VERSION_LENGTH = 100  # the releases.version column
+MAX_PYTHON_TAGS_LENGTH = 50  # the files.python_version column
 DIGEST_FIELDS = ("sha256_digest", "md5_digest", "blake2_256_digest")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -166,6 +168,8 @@ def check_metadata_rules(metadata: Metadata) -> None:
         raise UploadRejected(
             f"The use of local versions in '{version}' is not allowed. Remove the '+{version.local}' suffix."
         )
+    if len(str(version)) > MAX_VERSION_LENGTH:
+        raise UploadRejected(f"Version '{version}' is longer than {MAX_VERSION_LENGTH} characters: use a shorter version.")
     summary = metadata.summary or ""
     if len(summary) > 512 or "\n" in summary:
         raise UploadRejected("Invalid value for summary: use a single line of at most 512 characters.")
@@ -233,7 +237,13 @@ def check_wheel_filename(filename: str, metadata: Metadata) -> ParsedFilename:
     for tag in sorted(tags, key=str):
         if not any(p.match(tag.platform) for p in _PLATFORM_PATTERNS):
             raise UploadRejected(f"Binary wheel '{filename}' has an unsupported platform tag '{tag.platform}'.")
-    return ParsedFilename(name=name, version=version, python_version=_python_tags(tags))
+    python_version = _python_tags(tags)
+    if len(python_version) > MAX_PYTHON_TAGS_LENGTH:
+        raise UploadRejected(
+            f"Binary wheel '{filename}' lists too many Python tags ({python_version!r}): "
+            f"at most {MAX_PYTHON_TAGS_LENGTH} characters of tags are stored."
+        )
+    return ParsedFilename(name=name, version=version, python_version=python_version)
 
 
 def _python_tags(tags: frozenset[Tag]) -> str:

@@ -40,7 +40,11 @@ async def legacy_upload(request: Request) -> Response:
             )
         principal, token = auth
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > bastion.settings.max_file_size + MAX_FIELD_BYTES:
+        if length is None or not length.isdigit():
+            # Without a declared length the body could be endless (chunked encoding); twine and
+            # every upload client send Content-Length.
+            raise UploadRejected("Length Required: send the upload with a Content-Length header.", status=411)
+        if int(length) > bastion.settings.max_file_size + MAX_FIELD_BYTES:
             raise UploadRejected(
                 f"File too large. Limit for this index is {limit_text(bastion.settings.max_file_size)}.",
                 status=413,

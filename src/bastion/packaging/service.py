@@ -174,7 +174,7 @@ def list_roles(session: Session, project_name: str, *, principal: Principal) -> 
 def find_release(session: Session, project: Project, version: str) -> Release:
     try:
         canonical = canonicalize_version(Version(version))
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):  # ValueError: more digits than int() converts
         raise ServiceError(f"invalid version '{version}': see PEP 440") from None
     release = session.execute(
         select(Release).where(Release.project_id == project.id, Release.canonical_version == canonical)

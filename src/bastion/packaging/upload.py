@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from bastion.accounts.models import ApiToken, User
 from bastion.authz import Permission, Principal, decide
-from bastion.db import utcnow
+from bastion.db import advisory_lock, utcnow
 from bastion.events import RequestContext, record_event
 from bastion.packaging import archives, checks
 from bastion.packaging.names import normalize
@@ -243,6 +243,7 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
     checks.check_project_size(int(total or 0), checked.size, bastion.settings.max_project_size, project.name)
     path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
     metadata_sha256 = None
+    advisory_lock(session, path)  # held to commit: a failed twin's cleanup cannot delete it meanwhile
     written.append(path)
     bastion.blobs.put_file(path, checked.path)
     if checked.filetype == "bdist_wheel":
@@ -331,14 +332,24 @@ def _remove(bastion: Bastion, written: list[str]) -> None:
     upload of the identical file may have won the race and committed the same path)."""
     if not written:
         return
-    with bastion.db.read() as session:
-        owned = set(session.execute(
-            select(File.path).where(File.path.in_([p.removesuffix(".metadata") for p in written]))
-        ).scalars())
-    for path in written:
-        if path.removesuffix(".metadata") in owned:
-            continue
-        try:
-            bastion.blobs.delete(path)
-        except OSError:
-            log.exception("could not remove blob %s after a failed upload", path)
+    bases = sorted({p.removesuffix(".metadata") for p in written})
+    # Under the same lock a storing upload holds until it commits (on SQLite: the write lock),
+    # so an identical upload in flight either committed already or writes after this deletes.
+    try:
+        _remove_unowned(bastion, written, bases)
+    except Exception:  # never mask the error that made the upload fail
+        log.exception("could not clean up blobs %s after a failed upload", written)
+
+
+def _remove_unowned(bastion: Bastion, written: list[str], bases: list[str]) -> None:
+    with bastion.db.write() as session:
+        for base in bases:
+            advisory_lock(session, base)
+        owned = set(session.execute(select(File.path).where(File.path.in_(bases))).scalars())
+        for path in written:
+            if path.removesuffix(".metadata") in owned:
+                continue
+            try:
+                bastion.blobs.delete(path)
+            except OSError:
+                log.exception("could not remove blob %s after a failed upload", path)

@@ -23,6 +23,7 @@ from packaging.version import InvalidVersion
 from sqlalchemy import func, select
 
 from bastion.packaging.models import File, JournalEntry, Project, Release
+from bastion.packaging.names import is_valid_name
 from bastion.services import Bastion
 from bastion.simple.models import RenderedPage
 from bastion.simple.render import (
@@ -56,6 +57,9 @@ NOT_ACCEPTABLE = (
     b"application/vnd.pypi.simple.v1+html and text/html (PEP 691). Adjust the Accept header or ?format=.\n"
 )
 SIMPLE_CACHE_CONTROL = b"max-age=60, public"
+# JSON API pages whose URLs were built from the request's Host header must not be shared by
+# caches (a forged Host would otherwise poison them for everyone); set public_url to share them.
+PRIVATE_CACHE_CONTROL = b"max-age=60, private"
 FILE_CACHE_CONTROL = b"max-age=31536000, public, immutable"
 FILE_TYPES = {
     ".whl": b"application/zip",
@@ -67,6 +71,7 @@ _HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
 _SEND_CHUNK = 4 * 1024 * 1024
 GZIP_MIN_BYTES = 1024
 JOURNAL_WINDOW = 100
+MAX_VERSION_LENGTH = 100
 MAX_TARGETED_EVICTIONS = 1000
 
 
@@ -178,7 +183,7 @@ class ReadAPI:
         self.bastion = bastion
         self.app = app
         self.pages = ByteBudgetCache(bastion.settings.page_cache_bytes)
-        self.files: dict[str, CachedFile | None] = {}
+        self.files: dict[str, CachedFile] = {}
         self.accept_memo: dict[str | None, str | None] = {}
         self.marker_path = str(bastion.settings.changes_path)
         self.marker: tuple[int, int, int] = (-1, -1, -1)
@@ -266,12 +271,10 @@ class ReadAPI:
                 select(RenderedPage.body, RenderedPage.etag, RenderedPage.content_type, RenderedPage.serial)
                 .where(RenderedPage.key == key)
             ).first()
-        page = (
-            CachedPage(body=row.body, etag=row.etag.encode(), content_type=row.content_type, serial=row.serial)
-            if row is not None
-            else None
-        )
-        self.pages.put(key, page, len(page.body) + 200 if page else 100)
+        if row is None:
+            return None  # misses are not cached: hostile names must not fill memory
+        page = CachedPage(body=row.body, etag=row.etag.encode(), content_type=row.content_type, serial=row.serial)
+        self.pages.put(key, page, len(page.body) + len(key) + 200)
         parts = key.split("/")
         if len(parts) > 2:  # a project's page (simple/<name>/..., pypi/<name>/...), not the index
             self.keys_by_name.setdefault(parts[1], set()).add(key)
@@ -302,7 +305,7 @@ class ReadAPI:
             key_base = None
         else:
             name = rest[:-1] if rest.endswith("/") else rest
-            if "/" in name or not name:
+            if "/" in name or not is_valid_name(name):  # also keeps CR/LF out of Location
                 return await _plain(send, 404, b"Not Found\n")
             normalized = canonicalize_name(name)
             if normalized != name or not rest.endswith("/"):
@@ -315,7 +318,7 @@ class ReadAPI:
             fmt = parse_qs(query.decode("latin-1")).get("format")
             if fmt:
                 # "+" in an unencoded query decodes to a space; media types hold no spaces.
-                accept = fmt[0].replace(" ", "+").encode("latin-1")
+                accept = fmt[0].replace(" ", "+").encode("latin-1", "replace")
         accept_text = accept.decode("latin-1") if accept is not None else None
         chosen = self.accept_memo.get(accept_text, _MISSING)
         if chosen is _MISSING:
@@ -339,6 +342,8 @@ class ReadAPI:
         if len(parts) not in (2, 3) or parts[-1] != "json":
             return await _plain(send, 404, b"Not Found\n")
         name = parts[0]
+        if not is_valid_name(name) or (len(parts) == 3 and len(parts[1]) > MAX_VERSION_LENGTH):
+            return await _plain(send, 404, b"Not Found\n")
         normalized = canonicalize_name(name)
         if normalized != name:
             return await _redirect(send, "/pypi/" + "/".join([normalized, *parts[1:]]), scope)
@@ -364,7 +369,8 @@ class ReadAPI:
             _, body, etag = hit[0]
         body, etag, encoding = self._encoded(cache_key, body, etag, headers)
         await _send_page(scope, send, headers, body, etag, b"application/json", page.serial, vary=False,
-                         encoding=encoding)
+                         encoding=encoding,
+                         cache_control=SIMPLE_CACHE_CONTROL if self.public_url else PRIVATE_CACHE_CONTROL)
 
     def _encoded(self, key: Any, body: bytes, etag: bytes, headers: dict[bytes, bytes]) -> tuple[bytes, bytes, bool]:
         """The gzip variant of a page for clients that accept it (pip and uv do), compressed once."""
@@ -387,7 +393,7 @@ class ReadAPI:
             return hit[0]
         try:
             canonical = canonicalize_version(version)
-        except InvalidVersion:
+        except (InvalidVersion, ValueError):  # ValueError: more digits than int() converts
             return None
         with self.bastion.db.read() as session:
             found = session.execute(
@@ -408,8 +414,11 @@ class ReadAPI:
         return f"{scope.get('scheme', 'http')}://{host}"
 
     def _lookup_file(self, rel: str) -> CachedFile | None:
-        if rel in self.files:
-            return self.files[rel]
+        hit = self.files.get(rel)
+        if hit is not None:
+            return hit
+        if len(rel) > 800:  # longer than any stored path (700) plus ".metadata"
+            return None
         is_metadata = rel.endswith(".metadata")
         file_path = rel[: -len(".metadata")] if is_metadata else rel
         with self.bastion.db.read() as session:
@@ -429,6 +438,8 @@ class ReadAPI:
                     fs_path=str(fs_path), size=size, etag=f'"{digest}"'.encode(),
                     content_type=FILE_TYPES.get(suffix, b"application/octet-stream"),
                 )
+        if entry is None:
+            return None  # misses are not cached (hostile paths must not fill memory)
         if len(self.files) > 100_000:
             self.files.clear()
         self.files[rel] = entry
@@ -483,11 +494,12 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
 
 
 async def _send_page(scope: Scope, send: Any, headers: dict[bytes, bytes], body: bytes, etag: bytes,
-                     content_type: bytes, serial: int, *, vary: bool, encoding: bool = False) -> None:
+                     content_type: bytes, serial: int, *, vary: bool, encoding: bool = False,
+                     cache_control: bytes = SIMPLE_CACHE_CONTROL) -> None:
     out = [
         (b"content-type", content_type),
         (b"etag", etag),
-        (b"cache-control", SIMPLE_CACHE_CONTROL),
+        (b"cache-control", cache_control),
         (b"x-pypi-last-serial", str(serial).encode()),
     ]
     if encoding:
