@@ -230,17 +230,16 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
             prohibited=frozenset(bastion.settings.prohibited_names), context=context, secret=bastion.secret,
         )
     else:
-        try:
-            authorize(session, principal, Permission.UPLOAD, project)
-        except Exception as exc:
-            raise UploadRejected(str(exc), status=403) from None
+        # Re-checked inside the transaction: a role may have been removed since the early check.
+        # Forbidden is a ServiceError: the route answers it with its status and message.
+        authorize(session, principal, Permission.UPLOAD, project)
     existing = _existing_file(session, checked)
     if existing is not None:
         return UploadOutcome(created=False, project=project.normalized_name, version=existing.release.version,
                              filename=existing.filename, serial=0)
     release = _get_or_create_release(session, project, checked)
     total = project.total_size  # kept up to date by every change to the project's files
-    checks.check_project_size(int(total or 0), checked.size, bastion.settings.max_project_size, project.name)
+    checks.check_project_size(total, checked.size, bastion.settings.max_project_size, project.name)
     path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
     metadata_sha256 = None
     advisory_lock(session, path)  # held to commit: a failed twin's cleanup cannot delete it meanwhile
@@ -259,7 +258,7 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         metadata_sha256=metadata_sha256, upload_time=utcnow(), uploader_id=principal.user_id,
     ))
     session.add(DeletedFilename(filename=checked.filename))
-    project.total_size = int(total or 0) + checked.size
+    project.total_size = total + checked.size
     serial = journal(session, project, f"add {checked.python_version} file {checked.filename}",
                      version=release.version, actor_id=principal.user_id)
     if token is not None:
