@@ -395,8 +395,8 @@ class ReadAPI:
             canonical = canonicalize_version(version)
         except (InvalidVersion, ValueError):  # ValueError: more digits than int() converts
             return None
-        with self.bastion.db.read() as session:
-            found = session.execute(
+        with self.bastion.db.engine.connect() as conn:  # a column query: no ORM session needed
+            found = conn.execute(
                 select(Release.version).join(Project, Project.id == Release.project_id)
                 .where(Project.normalized_name == name, Release.canonical_version == canonical)
             ).scalar()
@@ -421,8 +421,8 @@ class ReadAPI:
             return None
         is_metadata = rel.endswith(".metadata")
         file_path = rel[: -len(".metadata")] if is_metadata else rel
-        with self.bastion.db.read() as session:
-            row = session.execute(
+        with self.bastion.db.engine.connect() as conn:
+            row = conn.execute(
                 select(File.size, File.sha256_digest, File.metadata_sha256).where(File.path == file_path)
             ).first()
         entry = None
