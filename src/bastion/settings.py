@@ -91,6 +91,62 @@ class Settings:
     workers: int = 1
     """Server worker processes."""
 
+    mfa_policy: str = "critical"
+    """Who must use 2FA: ``off``, ``critical`` (owners and maintainers of critical projects),
+    ``all-uploaders`` (anyone uploading or holding a role) or ``everyone``. Admins can change the
+    effective policy at run time (``bastion policy set``); this is the default."""
+
+    critical_percent: float = 1.0
+    """Projects in this top percentage by downloads are critical (sticky once reached)."""
+
+    critical_window: str = "180d"
+    """The trailing window over which downloads rank projects for ``critical_percent``."""
+
+    encryption_key: str = ""
+    """Fernet key (urlsafe base64 of 32 bytes) encrypting TOTP secrets at rest; empty means
+    ``<data_dir>/encryption.key``, created on first start."""
+
+    smtp_host: str = ""
+    """SMTP server for email; empty writes each message to ``<data_dir>/outbox/`` instead."""
+
+    smtp_port: int = 25
+    """SMTP port."""
+
+    smtp_tls: str = "off"
+    """``off``, ``starttls`` or ``ssl``."""
+
+    smtp_username: str = ""
+    """SMTP login, if the server needs one."""
+
+    smtp_password: str = ""
+    """SMTP password (never logged)."""
+
+    mail_from: str = "bastion@localhost"
+    """The From address of every message."""
+
+    rate_limit_storage: str = "memory://"
+    """Where attempt counters live (``limits`` storage URI): ``memory://`` per process, or
+    ``redis://127.0.0.1:6379`` shared by every worker."""
+
+    login_attempts: str = "10 per 15 minutes"
+    """Failed password attempts allowed per account (and ten times that per client address)."""
+
+    mfa_attempts: str = "5 per 5 minutes"
+    """Failed second-factor attempts allowed per account (and ten times that per client address)."""
+
+    session_lifetime: str = "12h"
+    """How long a browser sign-in lasts."""
+
+    reauth_window: str = "15m"
+    """How long a re-authentication (password and 2FA) unlocks sensitive actions."""
+
+    cookie_secure: str = "auto"
+    """``auto`` (Secure cookies and HSTS when the request or ``public_url`` is https), ``always``
+    or ``never``."""
+
+    download_flush_interval: str = "10s"
+    """How often buffered download counts are written to the database."""
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "bastion.db"
@@ -108,6 +164,18 @@ class Settings:
         return self.data_dir / "secret.key"
 
     @property
+    def encryption_key_path(self) -> Path:
+        return self.data_dir / "encryption.key"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    def duration(self, name: str) -> timedelta:
+        """A duration setting (``session_lifetime`` ...) as a timedelta."""
+        return parse_duration(getattr(self, name), what=f"BASTION_{name.upper()}")
+
+    @property
     def changes_path(self) -> Path:
         """A file touched after every committed change, so every process drops stale pages."""
         return self.data_dir / "changes.serial"
@@ -122,6 +190,16 @@ class Settings:
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
     # Type-strict: a TOML 1.5 or true for a size must not become 1, nor a number become a path.
     kind_text = str(kind)
+    if kind_text in ("float", "<class 'float'>"):
+        fvalue: float | None = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        if isinstance(raw, str):
+            try:
+                fvalue = float(raw.strip())
+            except ValueError:
+                fvalue = None
+        if fvalue is None or not (0 < fvalue <= 100):
+            raise SettingsError(f"invalid value {raw!r} for {name}: expected a number above 0 and at most 100")
+        return fvalue
     if kind_text in ("int", "<class 'int'>"):
         value = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
         if isinstance(raw, str):
@@ -181,9 +259,68 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None, **overrides: A
             values[name] = _coerce(name, known[name].type, raw) if name != "data_dir" else Path(raw)
     settings = replace(Settings(), **values)
     settings.token_expiry  # validates the duration early, with a clear message
+    validate(settings)
     if settings.workers < 1:
         raise SettingsError("BASTION_WORKERS must be at least 1")
     return settings
+
+
+MFA_POLICIES = ("off", "critical", "all-uploaders", "everyone")
+SMTP_TLS_MODES = ("off", "starttls", "ssl")
+COOKIE_SECURE_MODES = ("auto", "always", "never")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"invalid value {value!r} for {name}: use one of {', '.join(choices)}")
+
+
+def validate(settings: Settings) -> None:
+    """Refuse values that would only fail later, naming the setting and the fix."""
+    _choice("BASTION_MFA_POLICY", settings.mfa_policy, MFA_POLICIES)
+    _choice("BASTION_SMTP_TLS", settings.smtp_tls, SMTP_TLS_MODES)
+    _choice("BASTION_COOKIE_SECURE", settings.cookie_secure, COOKIE_SECURE_MODES)
+    for name in ("critical_window", "session_lifetime", "reauth_window", "download_flush_interval"):
+        parse_duration(getattr(settings, name), what=f"BASTION_{name.upper()}")
+    for name in ("login_attempts", "mfa_attempts"):
+        parse_rate(getattr(settings, name), what=f"BASTION_{name.upper()}")
+    if settings.smtp_port > 65535:
+        raise SettingsError(f"invalid value {settings.smtp_port} for BASTION_SMTP_PORT: use a port from 1 to 65535")
+    if not settings.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
+        raise SettingsError(
+            f"invalid value {settings.rate_limit_storage!r} for BASTION_RATE_LIMIT_STORAGE: "
+            "use memory:// or redis://HOST:PORT"
+        )
+    if settings.encryption_key:
+        fernet_key(settings.encryption_key, what="BASTION_ENCRYPTION_KEY")
+
+
+def parse_rate(text: str, *, what: str):  # type: ignore[no-untyped-def]
+    """A ``limits`` rate such as ``10 per 15 minutes``."""
+    from limits import parse
+
+    try:
+        return parse(text)
+    except ValueError:
+        raise SettingsError(
+            f"invalid {what} {text!r}: write a count and a period, e.g. '10 per 15 minutes' or '5/minute'"
+        ) from None
+
+
+def fernet_key(text: str, *, what: str) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(text.strip().encode())
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise SettingsError(
+            f"invalid {what}: it must be 32 bytes in urlsafe base64 (make one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+        )
+    return text.strip().encode()
 
 
 def ensure_data_dir(settings: Settings) -> None:
@@ -195,6 +332,26 @@ def ensure_data_dir(settings: Settings) -> None:
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
+    enc_path = settings.encryption_key_path
+    if not settings.encryption_key and not enc_path.exists():
+        import base64
+
+        fd = os.open(enc_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+
+
+def read_encryption_key(settings: Settings) -> bytes:
+    """The Fernet key that encrypts TOTP secrets at rest."""
+    if settings.encryption_key:
+        return fernet_key(settings.encryption_key, what="BASTION_ENCRYPTION_KEY")
+    try:
+        text = settings.encryption_key_path.read_text()
+    except FileNotFoundError:
+        raise SettingsError(
+            f"no encryption key at {settings.encryption_key_path}; run `bastion serve` once to create the data dir"
+        ) from None
+    return fernet_key(text, what=f"key in {settings.encryption_key_path}")
 
 
 def read_secret_key(settings: Settings) -> bytes:

@@ -7,6 +7,7 @@ from sqlalchemy import create_engine, pool
 
 import bastion.accounts.models  # noqa: F401  (registers tables)
 import bastion.events  # noqa: F401
+import bastion.insights.models  # noqa: F401
 import bastion.packaging.models  # noqa: F401
 import bastion.simple.models  # noqa: F401
 from bastion.db import Base

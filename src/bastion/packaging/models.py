@@ -51,6 +51,8 @@ class Project(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_serial: Mapped[int] = mapped_column(BigInteger, default=0)
     total_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    mfa_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    """An owner opted the project in: every owner and maintainer must use 2FA."""
 
     releases: Mapped[list[Release]] = relationship(back_populates="project")
 
