@@ -29,12 +29,29 @@ class Permission(enum.StrEnum):
     """Create accounts."""
     SET_ADMIN = "set_admin"
     """Make a user an index admin."""
+    SET_POLICY = "set_policy"
+    """Change index-wide policy (the 2FA mandate)."""
+    MANAGE_PROJECT = "manage_project"
+    """Change a project's settings (require 2FA of its maintainers)."""
+    VIEW_PROJECT_HISTORY = "view_project_history"
+    """Read a project's audit events."""
+    VIEW_ALL_EVENTS = "view_all_events"
+    """Read the whole audit log."""
 
 
 PROJECT_PERMISSIONS = frozenset(
-    {Permission.CREATE_PROJECT, Permission.UPLOAD, Permission.YANK, Permission.MANAGE_ROLES, Permission.VIEW_ROLES}
+    {Permission.CREATE_PROJECT, Permission.UPLOAD, Permission.YANK, Permission.MANAGE_ROLES, Permission.VIEW_ROLES,
+     Permission.MANAGE_PROJECT, Permission.VIEW_PROJECT_HISTORY}
 )
-OWNER_ONLY = frozenset({Permission.YANK, Permission.MANAGE_ROLES})
+OWNER_ONLY = frozenset({Permission.YANK, Permission.MANAGE_ROLES, Permission.MANAGE_PROJECT,
+                        Permission.VIEW_PROJECT_HISTORY})
+# Reading is never held back by the 2FA mandate: only acting is.
+MFA_EXEMPT = frozenset({Permission.READ, Permission.VIEW_ROLES, Permission.VIEW_PROJECT_HISTORY})
+
+HOW_TO_ENABLE_2FA = (
+    "enable two-factor authentication (an authenticator app or a security key) on your account "
+    "page, /account/2fa, then retry"
+)
 UPLOADER_ROLES = frozenset({"owner", "maintainer"})
 
 
@@ -52,10 +69,12 @@ class Principal:
     """Projects an API token is limited to; None: not limited."""
     token_id: str | None = None
     """The API token used, if any."""
+    has_2fa: bool = False
+    """The user has a second factor (TOTP or a security key) enrolled."""
 
 
 # Whoever runs the CLI can read the data dir and the server secret: they are the operator.
-OPERATOR = Principal(user_id=None, username="operator (cli)", is_admin=True)
+OPERATOR = Principal(user_id=None, username="operator (cli)", is_admin=True, has_2fa=True)
 
 
 @dataclass(frozen=True)
@@ -78,17 +97,27 @@ def decide(
     project: str | None = None,
     role: str | None = None,
     target_user_id: int | None = None,
+    mfa_required: bool = False,
 ) -> Decision:
     """Allow or deny ``permission``.
 
     ``project`` is the normalized project name for project permissions, ``role`` the principal's
     role on it (None when it has none), ``target_user_id`` the account acted on for account
-    permissions.
+    permissions. ``mfa_required``: the 2FA mandate applies to this action (see
+    ``bastion.accounts.policy``); a principal without 2FA is then refused, admins included (the
+    local operator, who holds the data dir, is not a person with an account).
     """
     if permission is Permission.READ:
         return ALLOW
     if principal is None:
         return Decision(False, "authentication required: supply an API token (username __token__)")
+    if mfa_required and permission not in MFA_EXEMPT and not principal.has_2fa and principal.user_id is not None:
+        where = f"project '{project}'" if project else "this index"
+        return Decision(
+            False,
+            f"two-factor authentication is required: {where} requires 2FA of user '{principal.username}'; "
+            + HOW_TO_ENABLE_2FA,
+        )
     if permission in PROJECT_PERMISSIONS:
         if project is None:
             return Decision(False, "no project named")
@@ -126,8 +155,18 @@ def decide(
         if principal.is_admin or (target_user_id is not None and target_user_id == principal.user_id):
             return ALLOW
         return Decision(False, "you can manage only your own API tokens")
-    if permission in (Permission.CREATE_USER, Permission.SET_ADMIN):
+    if permission in (Permission.CREATE_USER, Permission.SET_ADMIN, Permission.SET_POLICY, Permission.VIEW_ALL_EVENTS):
         if principal.is_admin:
             return ALLOW
         return Decision(False, "only an index admin may do this")
     return Decision(False, f"permission {permission} is not granted to anyone")
+
+
+def role_grant_refusal(*, mfa_required: bool, target_has_2fa: bool, username: str, project: str) -> str | None:
+    """Why ``username`` may not be given a role on ``project`` (the 2FA mandate), or None."""
+    if mfa_required and not target_has_2fa:
+        return (
+            f"user '{username}' cannot be given a role on '{project}': the project requires two-factor "
+            f"authentication and '{username}' has not enabled it; ask them to enable 2FA at /account/2fa first"
+        )
+    return None

@@ -260,3 +260,84 @@ def project_yank(project_name: str, version: str, reason: str | None, undo: bool
 
 if __name__ == "__main__":
     main()
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.option("--anchor", default=None, metavar="ID:HASH",
+              help="An event id and hash noted earlier (bastion audit head): also catches removal of the newest events.")
+@data_dir_option
+def audit_verify(anchor: str | None, data_dir: str | None) -> None:
+    """Recompute the audit chain; exit 1 naming the first event altered or removed."""
+    from bastion.events import verify_chain
+
+    anchored: tuple[int, str] | None = None
+    if anchor is not None:
+        ident, sep, digest = anchor.partition(":")
+        if not sep or not ident.isdigit() or len(digest) != 64:
+            _fail(f"invalid --anchor {anchor!r}: use ID:HASH as printed by `bastion audit head`", 2)
+        anchored = (int(ident), digest)
+
+    bastion = _open(data_dir)
+    try:
+        with bastion.db.read() as session:  # a read transaction: uploads go on meanwhile
+            report = verify_chain(session, anchor=anchored)
+    finally:
+        bastion.close()
+    if report.ok:
+        click.echo(f"audit chain verified: {report.checked} events, head {report.head_id}:{report.head_hash}")
+        return
+    _fail(f"audit chain broken at event {report.first_problem_id}: {report.problem}", 1)
+
+
+@audit.command("head")
+@data_dir_option
+def audit_head(data_dir: str | None) -> None:
+    """Print the newest event's ID:HASH, to keep somewhere else as an anchor."""
+    from sqlalchemy import select
+
+    from bastion.events import Event
+
+    def action(session, bastion):  # type: ignore[no-untyped-def]
+        return session.execute(select(Event.id, Event.hash).order_by(Event.id.desc()).limit(1)).first()
+
+    row = _run(data_dir, action)
+    if row is None:
+        _fail("the audit log is empty", 1)
+    click.echo(f"{row[0]}:{row[1]}")
+
+
+@main.group()
+def policy() -> None:
+    """Index-wide policy (the 2FA mandate)."""
+
+
+@policy.command("show")
+@data_dir_option
+def policy_show(data_dir: str | None) -> None:
+    """Print the 2FA policy in force."""
+    from bastion.accounts.policy import default_mfa_policy, mfa_policy
+
+    def action(session, bastion):  # type: ignore[no-untyped-def]
+        return mfa_policy(session), default_mfa_policy(session)
+
+    current, default = _run(data_dir, action)
+    click.echo(f"mfa: {current} (configured default: {default})")
+
+
+@policy.command("set")
+@click.argument("value", type=click.Choice(["off", "critical", "all-uploaders", "everyone", "default"]))
+@data_dir_option
+def policy_set(value: str, data_dir: str | None) -> None:
+    """Set the 2FA policy: off, critical, all-uploaders, everyone; 'default' returns to the setting."""
+    from bastion.accounts.policy import set_mfa_policy
+
+    def action(session, bastion):  # type: ignore[no-untyped-def]
+        return set_mfa_policy(session, None if value == "default" else value, principal=OPERATOR,
+                              secret=bastion.secret)
+
+    click.echo(f"mfa policy now: {_run(data_dir, action)}")

@@ -77,15 +77,18 @@ def make_engine(url: str) -> Engine:
 class Database:
     """An engine plus the session factory; ``write()`` opens a transaction that takes the write lock."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, info: dict | None = None) -> None:
+        """``info`` is given to every session as ``session.info`` (the index's settings, so that
+        domain logic reads policy defaults without threading them through every call)."""
         self.url = url
         self.engine = make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info=dict(info or {}))
         # Same pool; on SQLite its transactions BEGIN IMMEDIATE (see make_engine).
         # No autoflush: writers flush where they need ids; every query flushing the whole unit
         # of work first was most of an upload's database time.
         self._write_sessions = sessionmaker(
-            self.engine.execution_options(bastion_write=True), expire_on_commit=False, autoflush=False
+            self.engine.execution_options(bastion_write=True), expire_on_commit=False, autoflush=False,
+            info=dict(info or {}),
         )
 
     @property

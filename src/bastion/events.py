@@ -101,3 +101,79 @@ def record_event(
     session.add(event)
     session.flush()
     return event
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The result of re-computing the audit chain."""
+
+    checked: int
+    """Events read."""
+    head_id: int | None
+    """Id of the newest event."""
+    head_hash: str | None
+    """Hash of the newest event: write it down elsewhere to catch a removal of the newest events."""
+    first_problem_id: int | None
+    """The first event found altered, or the first event whose predecessor was removed or altered."""
+    problem: str | None
+    """What is wrong there, in a sentence; None when the chain verifies."""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _fields_of(event: Event) -> dict[str, Any]:
+    return {
+        "time": event.time.isoformat(),
+        "action": event.action,
+        "actor_id": event.actor_id,
+        "actor": event.actor,
+        "subject": event.subject,
+        "ip_hash": event.ip_hash,
+        "user_agent": event.user_agent,
+        "details": event.details or {},
+    }
+
+
+def verify_chain(session: Session, *, anchor: tuple[int, str] | None = None, batch: int = 5000) -> ChainReport:
+    """Recompute every event's hash from its own fields and its link to the event before it.
+
+    An altered event fails its own hash; an altered event whose hash was recomputed, or a removed
+    event, breaks the link of the event after it. The newest events can only be checked against
+    an ``anchor`` (id, hash) noted earlier (``bastion audit head``): a removal there leaves no link.
+    """
+    previous_hash = GENESIS_HASH
+    previous_id: int | None = None
+    checked = 0
+    last_id = 0
+    anchor_seen = anchor is None
+    while True:
+        rows = session.execute(
+            select(Event).where(Event.id > last_id).order_by(Event.id).limit(batch)
+        ).scalars().all()
+        if not rows:
+            break
+        for event in rows:
+            checked += 1
+            if event.prev_hash != previous_hash:
+                where = f"event {previous_id}" if previous_id is not None else "the start of the log"
+                return ChainReport(checked, event.id, event.hash, event.id,
+                                   f"event {event.id} ({event.action}) does not link to {where}: an event "
+                                   f"between them was removed, or {where} was altered")
+            if _event_digest(event.prev_hash, _fields_of(event)) != event.hash:
+                return ChainReport(checked, event.id, event.hash, event.id,
+                                   f"event {event.id} ({event.action}, {event.time.isoformat()}) was altered: "
+                                   "its contents no longer match its hash")
+            if anchor is not None and event.id == anchor[0]:
+                if event.hash != anchor[1]:
+                    return ChainReport(checked, event.id, event.hash, event.id,
+                                       f"event {event.id} does not have the anchored hash: the log was rewritten")
+                anchor_seen = True
+            previous_hash, previous_id = event.hash, event.id
+        last_id = rows[-1].id
+        session.expunge_all()
+    if not anchor_seen and anchor is not None:
+        return ChainReport(checked, previous_id, previous_hash, anchor[0],
+                           f"the anchored event {anchor[0]} is missing: the newest events were removed")
+    return ChainReport(checked, previous_id, previous_hash if previous_id else None, None, None)

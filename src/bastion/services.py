@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+from collections.abc import Iterable
 
 from bastion.db import Database, migrate
+from bastion.insights.downloads import DownloadCounter
+from bastion.mail import Mailer, MailError, Message, make_mailer
 from bastion.settings import Settings, ensure_data_dir, read_secret_key
 from bastion.storage.interface import BlobStore
 from bastion.storage.local import LocalBlobStore
+from bastion.tasks import TaskRunner, ThreadTaskRunner
+
+mail_logger = logging.getLogger("bastion.mail")
 
 
 class Bastion:
@@ -19,11 +26,30 @@ class Bastion:
         ensure_data_dir(settings)
         if run_migrations:
             migrate(settings.effective_database_url)
-        self.db = Database(settings.effective_database_url)
+        self.db = Database(settings.effective_database_url, info={"settings": settings})
         self.blobs: BlobStore = LocalBlobStore(settings.effective_blob_dir)
+        self.downloads = DownloadCounter()  # per process; tasks.flush_downloads writes it
         self.secret = read_secret_key(settings)
         self.tmp_dir = settings.data_dir / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.mailer: Mailer = make_mailer(settings)
+        # Not started here (the CLI builds a Bastion too): the server calls start_background().
+        self.tasks: TaskRunner = ThreadTaskRunner()
+
+    def start_background(self) -> None:
+        """Start running background and periodic tasks (the server does this; the CLI does not)."""
+        self.tasks.start()
+
+    def send_mail(self, messages: Iterable[Message]) -> None:
+        """Queue one background task per message (call after commit). A failed send is logged."""
+        for message in messages:
+            self.tasks.submit("send_mail", self._deliver_mail, message)
+
+    def _deliver_mail(self, message: Message) -> None:
+        try:
+            self.mailer.send(message)
+        except MailError as exc:
+            mail_logger.error("mail to %s not sent (%s): %s", ", ".join(message.to), message.subject, exc)
 
     def notify_change(self, serial: int) -> None:
         """Tell every process serving this data dir that pages changed (after commit)."""
@@ -34,4 +60,5 @@ class Bastion:
         os.replace(tmp, path)
 
     def close(self) -> None:
+        self.tasks.stop(timeout=10.0)
         self.db.dispose()

@@ -253,12 +253,16 @@ PROJECT_RULES: dict[Permission, set[str | None]] = {
     Permission.YANK: {"owner"},
     Permission.MANAGE_ROLES: {"owner"},
     Permission.VIEW_ROLES: {"maintainer", "owner"},
+    Permission.MANAGE_PROJECT: {"owner"},
+    Permission.VIEW_PROJECT_HISTORY: {"owner"},
 }
 # Account permissions: who may, given no project-scoped token.
 ACCOUNT_RULES: dict[Permission, str] = {
     Permission.MANAGE_TOKENS: "self or admin",
     Permission.CREATE_USER: "admin",
     Permission.SET_ADMIN: "admin",
+    Permission.SET_POLICY: "admin",
+    Permission.VIEW_ALL_EVENTS: "admin",
 }
 
 
@@ -330,3 +334,36 @@ def test_admin_token_scope_names_the_allowed_projects() -> None:
     assert "--project c" in decision.reason
     empty = decide(_principal("user", frozenset()), Permission.UPLOAD, project="c", role="owner")
     assert not empty and "limited to no project" in empty.reason
+
+
+# --------------------------------------------------------------------------------------------
+# The 2FA mandate in decide(): where it applies, a principal without 2FA is refused whatever its
+# role (admins included), reading stays allowed, and the reason says how to enable 2FA.
+# --------------------------------------------------------------------------------------------
+
+MFA_EXEMPT = {Permission.READ, Permission.VIEW_ROLES, Permission.VIEW_PROJECT_HISTORY}
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize("permission", list(Permission))
+@pytest.mark.parametrize("has_2fa", [False, True])
+def test_decide_under_the_2fa_mandate(permission: Permission, who: str, has_2fa: bool) -> None:
+    import dataclasses
+
+    for scope in SCOPES if who in ("user", "admin") else (None,):
+        principal = _principal(who, scope)
+        if principal is not None and who != "operator":
+            principal = dataclasses.replace(principal, has_2fa=has_2fa)
+        for role in ROLES:
+            for target in (None, USER_ID, ADMIN_ID, SOMEONE_ELSE):
+                if permission in PROJECT_RULES:
+                    decision = decide(principal, permission, project=P, role=role, mfa_required=True)
+                else:
+                    decision = decide(principal, permission, target_user_id=target, mfa_required=True)
+                want = _expected(permission, who, role, scope, target)
+                if who in ("user", "admin") and not has_2fa and permission not in MFA_EXEMPT:
+                    want = False
+                    if who != "anonymous":
+                        assert "two-factor authentication is required" in decision.reason
+                        assert "/account/2fa" in decision.reason
+                assert bool(decision) is want, (permission, who, role, scope, target, has_2fa)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections.abc import Sequence
 import re
 import secrets
 from dataclasses import dataclass
@@ -160,6 +162,7 @@ def create_token(
             "or leave the list out for a token covering every project of the user"
         )
     normalized = sorted({canonicalize_name(p) for p in projects}) if projects is not None else None
+    _check_token_mandate(session, user, normalized, principal=principal, context=context, secret=secret)
     if principal.token_projects is not None and (
         normalized is None or not set(normalized) <= principal.token_projects
     ):
@@ -188,6 +191,36 @@ def create_token(
         token=issue_token(secret, token_id, caveats), token_id=token_id, expires=expires,
         projects=tuple(normalized) if normalized else None,
     )
+
+
+def _check_token_mandate(session: Session, user: User, projects: Sequence[str] | None, *, principal: Principal,
+                         context: RequestContext, secret: bytes) -> None:
+    """Refuse a token for a user without 2FA where the mandate applies: for a project that
+    requires 2FA, or for anything under the ``all-uploaders`` and ``everyone`` policies."""
+    from bastion.accounts.policy import mfa_policy, new_project_requires_mfa
+    from bastion.authz import HOW_TO_ENABLE_2FA
+    from bastion.packaging.service import find_project, requires_mfa
+
+    if user.mfa_enabled is not None:
+        return
+    policy = mfa_policy(session)
+    blocked: list[str] = []
+    if new_project_requires_mfa(policy):
+        blocked = list(projects) if projects else ["any project"]
+    else:
+        for name in projects or ():
+            project = find_project(session, name)
+            if project is not None and requires_mfa(session, project):
+                blocked.append(name)
+    if blocked:
+        record_event(session, "token.refused", actor_id=principal.user_id, actor=principal.username,
+                     subject=f"user:{user.username}", context=context, secret=secret,
+                     details={"projects": blocked, "reason": "2fa-required"})
+        session.commit()  # the refusal's event stays, though the request fails
+        raise Forbidden(
+            f"cannot create an API token for {', '.join(blocked)}: two-factor authentication is required "
+            f"of user '{user.username}' there (index 2FA policy: {policy}); " + HOW_TO_ENABLE_2FA
+        )
 
 
 def list_tokens(session: Session, user_name: str, *, principal: Principal) -> list[ApiToken]:
@@ -234,7 +267,7 @@ def authenticate_token(session: Session, secret: bytes, raw: str) -> tuple[Princ
         raise Forbidden(f"Invalid API token: {exc}") from None
     principal = Principal(
         user_id=user.id, username=user.username, is_admin=user.is_admin,
-        token_projects=claims.projects, token_id=token_id,
+        token_projects=claims.projects, token_id=token_id, has_2fa=user.mfa_enabled is not None,
     )
     return principal, row
 
@@ -247,3 +280,100 @@ def authenticate_basic(session: Session, secret: bytes, username: str, password:
     raise Forbidden(
         "Username/Password authentication is not supported for uploads or API calls. " + HOW_TO_GET_A_TOKEN
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-service: registration, email verification, password change and reset
+# ---------------------------------------------------------------------------------------------
+
+EMAIL_LINK_MAX_AGE = 2 * 86400  # seconds a verification link stays valid
+RESET_LINK_MAX_AGE = 3600  # seconds a password-reset link stays valid
+
+
+def _serializer(secret: bytes, purpose: str):  # type: ignore[no-untyped-def]
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(secret, salt=f"bastion-{purpose}-v1")
+
+
+def register_user(session: Session, name: str, email: str, password: str, *, context: RequestContext,
+                  secret: bytes) -> User:
+    """Anyone may register; the account starts with an unverified email."""
+    from bastion.authz import OPERATOR
+
+    user = create_user(session, name, email, password, principal=OPERATOR, context=context, secret=secret)
+    return user
+
+
+def email_verification_token(secret: bytes, user: User) -> str:
+    return str(_serializer(secret, "verify-email").dumps({"u": user.id, "e": user.email}))
+
+
+def verify_email(session: Session, token: str, *, context: RequestContext, secret: bytes) -> User:
+    from itsdangerous import BadSignature, SignatureExpired
+
+    try:
+        data = _serializer(secret, "verify-email").loads(token, max_age=EMAIL_LINK_MAX_AGE)
+    except SignatureExpired:
+        raise ServiceError("this verification link has expired: sign in and ask for a new one") from None
+    except BadSignature:
+        raise ServiceError("this verification link is not valid: copy the whole link from the email") from None
+    user = session.get(User, data.get("u"))
+    if user is None or not hmac.compare_digest(user.email.encode(), str(data.get("e")).encode()):
+        raise ServiceError("this verification link is for an address the account no longer uses: ask for a new one")
+    if not user.email_verified:
+        user.email_verified = True
+        record_event(session, "user.email_verified", actor_id=user.id, actor=user.username,
+                     subject=f"user:{user.username}", context=context, secret=secret, details={"email": user.email})
+    return user
+
+
+def _password_fingerprint(user: User) -> str:
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def password_reset_token(secret: bytes, user: User) -> str:
+    """A link token that stops working once the password changed (it carries a fingerprint of the
+    current hash) or after an hour."""
+    return str(_serializer(secret, "reset-password").dumps({"u": user.id, "p": _password_fingerprint(user)}))
+
+
+def reset_password(session: Session, token: str, new_password: str, *, context: RequestContext,
+                   secret: bytes) -> User:
+    from itsdangerous import BadSignature, SignatureExpired
+
+    try:
+        data = _serializer(secret, "reset-password").loads(token, max_age=RESET_LINK_MAX_AGE)
+    except SignatureExpired:
+        raise ServiceError("this password-reset link has expired: ask for a new one") from None
+    except BadSignature:
+        raise ServiceError("this password-reset link is not valid: copy the whole link from the email") from None
+    user = session.get(User, data.get("u"))
+    if user is None or not hmac.compare_digest(_password_fingerprint(user).encode(), str(data.get("p")).encode()):
+        raise ServiceError("this password-reset link was used already: ask for a new one")
+    _set_password(session, user, new_password, context=context, secret=secret, action="user.password_reset")
+    return user
+
+
+def change_password(session: Session, user: User, current: str, new_password: str, *, context: RequestContext,
+                    secret: bytes) -> None:
+    if not passwords.verify_password(user.password_hash, current):
+        record_event(session, "user.password_change_failed", actor_id=user.id, actor=user.username,
+                     subject=f"user:{user.username}", context=context, secret=secret)
+        raise Forbidden("the current password is wrong")
+    _set_password(session, user, new_password, context=context, secret=secret, action="user.password_changed")
+
+
+def _set_password(session: Session, user: User, new_password: str, *, context: RequestContext, secret: bytes,
+                  action: str) -> None:
+    from bastion.accounts.sessions import end_all_sessions
+
+    try:
+        passwords.check_password_policy(new_password)
+    except passwords.PasswordPolicyError as exc:
+        raise ServiceError(str(exc)) from None
+    user.password_hash = passwords.hash_password(new_password)
+    user.password_changed = utcnow()
+    end_all_sessions(session, user.id)  # every browser signed in as this user must sign in again
+    record_event(session, action, actor_id=user.id, actor=user.username, subject=f"user:{user.username}",
+                 context=context, secret=secret)

@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from bastion.accounts.models import User
 from bastion.accounts.service import get_user
-from bastion.authz import Permission, Principal, decide
+from bastion.accounts.policy import mfa_policy, project_requires_mfa
+from bastion.authz import Permission, Principal, decide, role_grant_refusal
 from bastion.errors import Conflict, Forbidden, NotFound, ServiceError
 from bastion.events import CLI_CONTEXT, RequestContext, record_event
+from bastion.insights.models import CriticalProject
 from bastion.packaging import names
 from bastion.packaging.models import JournalEntry, Project, Release, Role, RoleName
 from bastion.simple.render import refresh_project_pages
@@ -53,14 +55,39 @@ def get_project(session: Session, name: str) -> Project:
     return project
 
 
-def project_and_role(session: Session, name: str, user_id: int | None) -> tuple[str, str | None] | None:
-    """(normalized name, the user's role or None) in one query; None when no such project."""
+@dataclass(frozen=True)
+class ProjectAccess:
+    """What authorization needs to know about a project and one user."""
+
+    name: str
+    """Normalized project name."""
+    role: str | None
+    """The user's role on it, or None."""
+    mfa_required: bool
+    """The 2FA mandate applies to acting on it."""
+
+
+def project_access(session: Session, name: str, user_id: int | None) -> ProjectAccess | None:
+    """The project's name, the user's role and whether 2FA is required, in one query (plus the
+    policy row); None when no such project."""
     row = session.execute(
-        select(Project.normalized_name, Role.role)
+        select(Project.normalized_name, Role.role, Project.mfa_required, CriticalProject.project_id)
         .outerjoin(Role, (Role.project_id == Project.id) & (Role.user_id == user_id))
+        .outerjoin(CriticalProject, CriticalProject.project_id == Project.id)
         .where(Project.normalized_name == canonicalize_name(name))
     ).first()
-    return None if row is None else (row[0], row[1])
+    if row is None:
+        return None
+    required = project_requires_mfa(mfa_policy(session), critical=row[3] is not None, opted_in=bool(row[2]))
+    return ProjectAccess(name=row[0], role=row[1], mfa_required=required)
+
+
+def requires_mfa(session: Session, project: Project) -> bool:
+    """Whether the 2FA mandate applies to owners and maintainers acting on ``project``."""
+    critical = session.execute(
+        select(CriticalProject.project_id).where(CriticalProject.project_id == project.id)
+    ).scalar() is not None
+    return project_requires_mfa(mfa_policy(session), critical=critical, opted_in=project.mfa_required)
 
 
 def role_of(session: Session, project: Project, user_id: int | None) -> str | None:
@@ -73,7 +100,8 @@ def role_of(session: Session, project: Project, user_id: int | None) -> str | No
 
 def authorize(session: Session, principal: Principal | None, permission: Permission, project: Project) -> None:
     role = role_of(session, project, principal.user_id if principal else None)
-    decision = decide(principal, permission, project=project.normalized_name, role=role)
+    decision = decide(principal, permission, project=project.normalized_name, role=role,
+                      mfa_required=requires_mfa(session, project))
     if not decision:
         raise Forbidden(decision.reason, status=401 if principal is None else 403)
 
@@ -132,6 +160,13 @@ def add_role(session: Session, project_name: str, user_name: str, role: str, *, 
     project, user, existing = _role_change_target(session, project_name, user_name, principal)
     if existing is not None and existing.role == role:
         raise Conflict(f"user '{user.username}' is already {role} of '{project.name}'")
+    refusal = role_grant_refusal(mfa_required=requires_mfa(session, project), target_has_2fa=user.mfa_enabled is not None,
+                                 username=user.username, project=project.name)
+    if refusal:
+        record_event(session, "role.refused", actor_id=principal.user_id, actor=principal.username,
+                     subject=f"project:{project.normalized_name}", context=context, secret=secret,
+                     details={"user": user.username, "role": role, "reason": "2fa-required"})
+        raise Forbidden(refusal)
     if existing is not None:
         existing.role = role
     else:

@@ -29,7 +29,8 @@ from bastion.packaging import archives, checks
 from bastion.packaging.names import normalize
 from bastion.packaging.errors import UploadRejected
 from bastion.packaging.models import DeletedFilename, File, Project, Release
-from bastion.packaging.service import authorize, create_project, find_project, journal, project_and_role
+from bastion.accounts.policy import mfa_policy, new_project_requires_mfa
+from bastion.packaging.service import authorize, create_project, find_project, journal, project_access
 from bastion.services import Bastion
 from bastion.simple.render import refresh_project_pages
 
@@ -220,7 +221,8 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
     project = find_project(session, checked.metadata.name)
     new_project = project is None
     if project is None:
-        decision = decide(principal, Permission.CREATE_PROJECT, project=normalize(checked.metadata.name))
+        decision = decide(principal, Permission.CREATE_PROJECT, project=normalize(checked.metadata.name),
+                          mfa_required=new_project_requires_mfa(mfa_policy(session)))
         if not decision:
             raise UploadRejected(decision.reason, status=403)
         # A concurrent creation of the same name fails at flush with IntegrityError; the caller
@@ -284,10 +286,10 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
     checks.check_extension(incoming.filename, filetype)
     checks.check_content_type(incoming.content_type)
     with bastion.db.read() as session:  # refuse early, before spending work on the file
-        found = project_and_role(session, form["name"], principal.user_id)
+        found = project_access(session, form["name"], principal.user_id)
     if found is not None:
-        name, role = found
-        decision = decide(principal, Permission.UPLOAD, project=name, role=role)
+        decision = decide(principal, Permission.UPLOAD, project=found.name, role=found.role,
+                          mfa_required=found.mfa_required)
         if not decision:
             raise UploadRejected(decision.reason, status=403)
     path, size, digests = spool(incoming.stream, bastion.tmp_dir, bastion.settings.max_file_size, incoming.filename)

@@ -1,0 +1,75 @@
+"""The index's 2FA policy: the default comes from settings, an admin can change it at run time.
+
+Policies: ``off`` (only projects whose owners opted in require 2FA), ``critical`` (also critical
+projects, the top downloads percentile), ``all-uploaders`` (every project permission: upload,
+yank, roles, project creation) and ``everyone`` (every action beyond reading and enrolling 2FA).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.accounts.models import IndexPolicy
+from bastion.authz import Permission, Principal, decide
+from bastion.db import utcnow
+from bastion.errors import Forbidden, ServiceError
+from bastion.events import CLI_CONTEXT, RequestContext, record_event
+from bastion.settings import MFA_POLICIES
+
+MFA_POLICY_KEY = "mfa_policy"
+
+
+def default_mfa_policy(session: Session) -> str:
+    """The configured default (``BASTION_MFA_POLICY``), carried by every session of the index."""
+    settings = session.info.get("settings")
+    return settings.mfa_policy if settings is not None else "critical"
+
+
+def mfa_policy(session: Session) -> str:
+    """The policy in force: an admin's choice if one was made, else the configured default."""
+    value = session.execute(select(IndexPolicy.value).where(IndexPolicy.key == MFA_POLICY_KEY)).scalar()
+    return value if value in MFA_POLICIES else default_mfa_policy(session)
+
+
+def set_mfa_policy(session: Session, value: str | None, *, principal: Principal,
+                   context: RequestContext = CLI_CONTEXT, secret: bytes = b"") -> str:
+    """Set the policy (None: back to the configured default); the policy now in force."""
+    decision = decide(principal, Permission.SET_POLICY)
+    if not decision:
+        raise Forbidden(decision.reason)
+    if value is not None and value not in MFA_POLICIES:
+        raise ServiceError(f"unknown 2FA policy '{value}': use one of {', '.join(MFA_POLICIES)}")
+    before = mfa_policy(session)
+    row = session.get(IndexPolicy, MFA_POLICY_KEY)
+    if value is None:
+        if row is not None:
+            session.delete(row)
+    elif row is None:
+        session.add(IndexPolicy(key=MFA_POLICY_KEY, value=value, changed_by=principal.username))
+    else:
+        row.value, row.changed, row.changed_by = value, utcnow(), principal.username
+    session.flush()
+    after = mfa_policy(session)
+    record_event(session, "policy.changed", actor_id=principal.user_id, actor=principal.username,
+                 subject="policy:mfa", context=context, secret=secret,
+                 details={"from": before, "to": after, "explicit": value is not None})
+    return after
+
+
+def project_requires_mfa(policy: str, *, critical: bool, opted_in: bool) -> bool:
+    """Whether owners and maintainers of a project must use 2FA to act on it."""
+    if policy in ("all-uploaders", "everyone"):
+        return True
+    if policy == "critical":
+        return critical or opted_in
+    return opted_in
+
+
+def account_requires_mfa(policy: str) -> bool:
+    """Whether account actions (tokens, settings) need 2FA for everyone."""
+    return policy == "everyone"
+
+
+def new_project_requires_mfa(policy: str) -> bool:
+    return policy in ("all-uploaders", "everyone")
