@@ -446,7 +446,8 @@ class ReadAPI:
         return entry
 
     async def _file(self, scope: Scope, send: Any, path: str) -> None:
-        entry = self._lookup_file(path[1:])
+        rel = path[1:]
+        entry = self._lookup_file(rel)
         if entry is None:
             return await _plain(send, 404, b"Not Found\n")
         headers = _headers(scope)
@@ -479,6 +480,8 @@ class ReadAPI:
                 await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
             if remaining > 0:  # the blob shrank under us: end the response rather than hang
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif not rel.endswith(".metadata"):  # a whole distribution file was sent: a download
+                self.bastion.downloads.count(rel)
 
 
 def _read_serial(path: str) -> str:
