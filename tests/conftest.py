@@ -28,6 +28,7 @@ from bastion.authz import OPERATOR
 from bastion.db import Base, migrate
 from bastion.services import Bastion
 from bastion.settings import load_settings
+from tests.mailbox import smtp_server  # noqa: F401
 
 PG_URL = os.environ.get("BASTION_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = bool(os.environ.get("CI"))
