@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from datetime import timedelta
 from collections.abc import Iterable
 
 from bastion.db import Database, migrate
 from bastion.insights.downloads import DownloadCounter
 from bastion.mail import Mailer, MailError, Message, make_mailer
-from bastion.settings import Settings, ensure_data_dir, read_secret_key
+from bastion.accounts.ratelimit import AttemptLimiter
+from bastion.settings import Settings, ensure_data_dir, read_encryption_key, read_secret_key
 from bastion.storage.interface import BlobStore
 from bastion.storage.local import LocalBlobStore
 from bastion.tasks import TaskRunner, ThreadTaskRunner
@@ -35,10 +37,47 @@ class Bastion:
         self.mailer: Mailer = make_mailer(settings)
         # Not started here (the CLI builds a Bastion too): the server calls start_background().
         self.tasks: TaskRunner = ThreadTaskRunner()
+        self._periodic_registered = False
+        self._limiter: AttemptLimiter | None = None
+        self._encryption_key: bytes | None = None
 
     def start_background(self) -> None:
         """Start running background and periodic tasks (the server does this; the CLI does not)."""
+        from bastion.insights.tasks import daily_insights, flush_downloads
+
+        if not self._periodic_registered:
+            self._periodic_registered = True
+            self.tasks.every("flush_downloads", self.settings.duration("download_flush_interval"),
+                             lambda: flush_downloads(self))
+            # Hourly, though the work is daily: it is idempotent, and a server restarted more often
+            # than daily would otherwise never reach its first run.
+            self.tasks.every("daily_insights", timedelta(hours=1), lambda: daily_insights(self))
         self.tasks.start()
+
+    def stop_background(self, timeout: float = 10.0) -> None:
+        """Finish queued work (mail) for at most ``timeout`` seconds, write the buffered download
+        counts, stop the worker (idempotent)."""
+        from bastion.insights.tasks import flush_downloads
+
+        self.tasks.stop(timeout=timeout)
+        try:
+            flush_downloads(self)
+        except Exception:  # noqa: BLE001  (shutting down: log and go on)
+            logging.getLogger("bastion.tasks").exception("final download-count flush failed")
+
+    @property
+    def limiter(self) -> AttemptLimiter:
+        """Counters of failed password and 2FA attempts (made on first use)."""
+        if self._limiter is None:
+            self._limiter = AttemptLimiter.from_settings(self.settings)
+        return self._limiter
+
+    @property
+    def encryption_key(self) -> bytes:
+        """The key that encrypts TOTP secrets at rest."""
+        if self._encryption_key is None:
+            self._encryption_key = read_encryption_key(self.settings)
+        return self._encryption_key
 
     def send_mail(self, messages: Iterable[Message]) -> None:
         """Queue one background task per message (call after commit). A failed send is logged."""
@@ -60,5 +99,5 @@ class Bastion:
         os.replace(tmp, path)
 
     def close(self) -> None:
-        self.tasks.stop(timeout=10.0)
+        self.stop_background()
         self.db.dispose()

@@ -162,6 +162,10 @@ def test_send_mail_runs_in_the_background_once_started(tmp_path: Path, smtp_serv
         smtp_server.wait_for("alice@example.org", "Verify")
         smtp_server.wait_for("bob@example.org", "Verify")
         assert len(smtp_server.messages) == 2  # one message per Message, each to its own recipient
+        services.send_mail([message(to="carol@example.org")])
+        services.stop_background()  # finishes the queued send first
+        assert smtp_server.wait_for("carol@example.org", "Verify", timeout=0)
+        services.stop_background()  # idempotent, and close() calls it again
     finally:
         services.close()
 
