@@ -216,17 +216,49 @@ def project() -> None:
     """Manage projects."""
 
 
+def _send_now(bastion: Any, messages: list[Any]) -> None:
+    """Send notices synchronously (the CLI runs no background worker); a failure is reported, and
+    does not undo the change already committed."""
+    from bastion.mail import MailError
+
+    for message in messages:
+        try:
+            bastion.mailer.send(message)
+        except MailError as exc:
+            err.print(f"[yellow]warning:[/] notice to {escape(', '.join(message.to))} not sent: {escape(str(exc))}",
+                      highlight=False)
+
+
+def _run_and_notify(data_dir: str | None, action: Callable[[Any, Any], tuple[Any, list[Any]]]) -> Any:
+    """Like ``_run``, for an action returning (result, notices): the notices are sent after commit."""
+    bastion = _open(data_dir)
+    try:
+        with bastion.db.write() as session:
+            result, messages = action(session, bastion)
+        if isinstance(result, int) and not isinstance(result, bool):
+            bastion.notify_change(result)
+        _send_now(bastion, messages)
+        return result
+    except ServiceError as exc:
+        _fail(exc.message)
+    finally:
+        bastion.close()
+
+
 @project.command("add-role")
 @click.argument("project_name", metavar="PROJECT")
 @click.argument("user_name", metavar="USER")
 @click.argument("role", type=click.Choice(["owner", "maintainer"]))
 @data_dir_option
 def project_add_role(project_name: str, user_name: str, role: str, data_dir: str | None) -> None:
-    """Give USER the role owner or maintainer on PROJECT."""
+    """Give USER the role owner or maintainer on PROJECT (its people are notified)."""
     from bastion.packaging import service
 
-    _run(data_dir, lambda s, b: service.add_role(s, project_name, user_name, role, principal=OPERATOR,
-                                                 secret=b.secret))
+    def action(s, b):  # type: ignore[no-untyped-def]
+        serial = service.add_role(s, project_name, user_name, role, principal=OPERATOR, secret=b.secret)
+        return serial, service.role_notifications(s, project_name, OPERATOR.username, user_name, role, granted=True)
+
+    _run_and_notify(data_dir, action)
     out.print(f"{user_name} is now {role} of {project_name}", highlight=False)
 
 
@@ -235,11 +267,16 @@ def project_add_role(project_name: str, user_name: str, role: str, data_dir: str
 @click.argument("user_name", metavar="USER")
 @data_dir_option
 def project_remove_role(project_name: str, user_name: str, data_dir: str | None) -> None:
-    """Remove USER's role on PROJECT."""
+    """Remove USER's role on PROJECT (its people and USER are notified)."""
     from bastion.packaging import service
 
-    _run(data_dir, lambda s, b: service.remove_role(s, project_name, user_name, principal=OPERATOR,
-                                                    secret=b.secret))
+    def action(s, b):  # type: ignore[no-untyped-def]
+        role = service.role_of_user(s, project_name, user_name)
+        serial = service.remove_role(s, project_name, user_name, principal=OPERATOR, secret=b.secret)
+        return serial, service.role_notifications(s, project_name, OPERATOR.username, user_name, role or "",
+                                                  granted=False)
+
+    _run_and_notify(data_dir, action)
     out.print(f"removed {user_name} from {project_name}", highlight=False)
 
 
@@ -256,6 +293,52 @@ def project_yank(project_name: str, version: str, reason: str | None, undo: bool
     _run(data_dir, lambda s, b: service.set_yanked(s, project_name, version, yanked=not undo, reason=reason,
                                                    principal=OPERATOR, secret=b.secret))
     out.print(f"{'un-yanked' if undo else 'yanked'} {project_name} {version}", highlight=False)
+
+
+@project.command("delete")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--yes", is_flag=True, help="Confirm: delete every release and file of PROJECT for good.")
+@data_dir_option
+def project_delete(project_name: str, yes: bool, data_dir: str | None) -> None:
+    """Delete PROJECT: releases, files, roles, pages. Its filenames can never be uploaded again; the
+    name can be registered anew."""
+    from bastion.packaging import service
+
+    if not yes:
+        _fail(f"this deletes {project_name} with every release and file, for good: "
+              f"run `bastion project delete {project_name} --yes` to confirm", 2)
+    bastion = _open(data_dir)
+    try:
+        with bastion.db.write() as session:
+            deletion = service.delete_project(session, bastion, project_name, principal=OPERATOR)
+        failed = service.delete_blobs(bastion, deletion.blob_paths)  # after commit
+        bastion.notify_change(deletion.serial)
+    except ServiceError as exc:
+        _fail(exc.message)
+    finally:
+        bastion.close()
+    out.print(f"deleted {deletion.name}: {len(deletion.releases)} releases, {len(deletion.filenames)} files",
+              highlight=False)
+    if failed:
+        _fail(f"{len(failed)} blobs could not be removed from the blob store (see the log): {', '.join(failed[:5])}")
+
+
+@project.command("require-2fa")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--off", is_flag=True, help="Stop requiring it (the index policy may still require it).")
+@data_dir_option
+def project_require_2fa(project_name: str, off: bool, data_dir: str | None) -> None:
+    """Require two-factor authentication of every owner and maintainer of PROJECT."""
+    from bastion.packaging import service
+
+    blocked = _run(data_dir, lambda s, b: service.set_project_mfa_required(
+        s, project_name, not off, principal=OPERATOR, secret=b.secret))
+    if off:
+        out.print(f"{project_name} no longer requires 2FA of its owners and maintainers", highlight=False)
+        return
+    out.print(f"{project_name} now requires 2FA of its owners and maintainers", highlight=False)
+    if blocked:
+        err.print(f"without 2FA, refused until they enable it: {', '.join(blocked)}", highlight=False)
 
 
 if __name__ == "__main__":

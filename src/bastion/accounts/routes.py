@@ -6,10 +6,12 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from bastion.accounts import service
 from bastion.errors import ServiceError
 from bastion.http import authenticate, bastion_of, error_response, request_context
+from bastion.mail import Message
 from bastion.settings import SettingsError, parse_duration
 
 router = APIRouter(prefix="/api/v1")
@@ -91,10 +93,24 @@ def create_token(name: str, body: TokenRequest, request: Request):  # type: igno
             new = service.create_token(session, bastion.secret, name, projects=body.projects,
                                        expires_in=expires_in, description=body.description,
                                        principal=principal, context=request_context(request))
+            messages = _token_notifications(session, new, name, body.description)
     except ServiceError as exc:
         return error_response(exc, json=True)
+    bastion.send_mail(messages)  # after commit
     return TokenOut(token=new.token, id=new.token_id, projects=list(new.projects) if new.projects else None,
                     expires=new.expires)
+
+
+def _token_notifications(session: Session, new: service.NewToken, user_name: str, description: str) -> list[Message]:
+    """A token that can upload to named projects is announced to their owners and maintainers
+    (a token for all of a user's projects is not: it reaches no project the user could not already)."""
+    if not new.projects:
+        return []
+    from bastion.accounts import notifications
+    from bastion.packaging.service import project_ids
+
+    owner = service.get_user(session, user_name).username  # the account the token uploads as
+    return notifications.token_created_for_project(session, project_ids(session, new.projects), owner, description)
 
 
 @router.get("/users/{name}/tokens", response_model=list[TokenOut], summary="List a user's API tokens")

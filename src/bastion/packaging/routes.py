@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
@@ -10,12 +12,15 @@ from starlette.datastructures import UploadFile
 
 from bastion.errors import ServiceError
 from bastion.http import authenticate, bastion_of, error_response, request_context
+from bastion.mail import Message
 from bastion.packaging import service
 from bastion.packaging.checks import limit_text
 from bastion.packaging.errors import UploadRejected
-from bastion.packaging.upload import IncomingFile, upload
+from bastion.packaging.upload import IncomingFile, UploadOutcome, upload
+from bastion.services import Bastion
 
 router = APIRouter()
+log = logging.getLogger("bastion.upload")
 
 # Form fields larger than this are refused (the description is the largest one twine sends).
 MAX_FIELD_BYTES = 4 * 1024 * 1024
@@ -70,8 +75,21 @@ async def legacy_upload(request: Request) -> Response:
             await form.close()
     except ServiceError as exc:
         return error_response(exc)
+    if outcome.created:
+        await run_in_threadpool(_notify_upload, bastion, outcome, principal.username)
     text = "OK\n" if outcome.created else "OK (identical file already stored)\n"
     return PlainTextResponse(text)
+
+
+def _notify_upload(bastion: Bastion, outcome: UploadOutcome, actor: str) -> None:
+    """Tell the owners and maintainers (after commit). The upload succeeded whatever happens here."""
+    try:
+        with bastion.db.read() as session:
+            messages = service.upload_notifications(session, outcome.project, outcome.filename, outcome.version,
+                                                    actor)
+        bastion.send_mail(messages)
+    except Exception:  # noqa: BLE001  (the file is stored: a notice that failed is logged, not a 500)
+        log.exception("upload notices for %s not sent", outcome.filename)
 
 
 class YankRequest(BaseModel):
@@ -145,19 +163,36 @@ def get_roles(project: str, request: Request):  # type: ignore[no-untyped-def]
 
 @router.post("/api/v1/projects/{project}/roles", response_model=SerialOut, summary="Grant a role (owner)")
 def post_role(project: str, body: RoleRequest, request: Request):  # type: ignore[no-untyped-def]
+    messages: list[Message] = []
+
+    def grant(s, p, b):  # type: ignore[no-untyped-def]
+        serial = service.add_role(s, project, body.user, body.role, principal=p, context=request_context(request),
+                                  secret=b.secret)
+        messages.extend(service.role_notifications(s, project, p.username, body.user, body.role, granted=True))
+        return serial
+
     try:
-        serial = _write(request, lambda s, p, b: service.add_role(
-            s, project, body.user, body.role, principal=p, context=request_context(request), secret=b.secret))
+        serial = _write(request, grant)
     except ServiceError as exc:
         return error_response(exc, json=True)
+    bastion_of(request).send_mail(messages)  # after commit
     return SerialOut(serial=serial)
 
 
 @router.delete("/api/v1/projects/{project}/roles/{user}", response_model=SerialOut, summary="Remove a role (owner)")
 def delete_role(project: str, user: str, request: Request):  # type: ignore[no-untyped-def]
+    messages: list[Message] = []
+
+    def remove(s, p, b):  # type: ignore[no-untyped-def]
+        role = service.role_of_user(s, project, user)
+        serial = service.remove_role(s, project, user, principal=p, context=request_context(request),
+                                     secret=b.secret)
+        messages.extend(service.role_notifications(s, project, p.username, user, role or "", granted=False))
+        return serial
+
     try:
-        serial = _write(request, lambda s, p, b: service.remove_role(
-            s, project, user, principal=p, context=request_context(request), secret=b.secret))
+        serial = _write(request, remove)
     except ServiceError as exc:
         return error_response(exc, json=True)
+    bastion_of(request).send_mail(messages)  # after commit
     return SerialOut(serial=serial)

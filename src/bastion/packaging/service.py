@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from bastion.accounts import notifications
 from bastion.accounts.models import User
 from bastion.accounts.service import get_user
 from bastion.accounts.policy import mfa_policy, project_requires_mfa
 from bastion.authz import Permission, Principal, decide, role_grant_refusal
 from bastion.errors import Conflict, Forbidden, NotFound, ServiceError
-from bastion.events import CLI_CONTEXT, RequestContext, record_event
-from bastion.insights.models import CriticalProject
+from bastion.events import CLI_CONTEXT, Event, RequestContext, record_event
+from bastion.insights.models import CriticalProject, DownloadCount
+from bastion.mail import Message
 from bastion.packaging import names
-from bastion.packaging.models import JournalEntry, Project, Release, Role, RoleName
-from bastion.simple.render import refresh_project_pages
+from bastion.packaging.models import DeletedFilename, File, JournalEntry, Project, Release, Role, RoleName
+from bastion.simple.models import RenderedPage
+from bastion.simple.render import (
+    ProjectView,
+    ReleaseView,
+    json_project_key,
+    latest_release,
+    refresh_project_pages,
+    render_simple_index,
+    simple_detail_key,
+    store_pages,
+    version_sort_key,
+)
+
+if TYPE_CHECKING:
+    from bastion.services import Bastion
+
+log = logging.getLogger("bastion.packaging")
 
 
 @dataclass(frozen=True)
@@ -238,3 +260,456 @@ def set_yanked(session: Session, project_name: str, version: str, *, yanked: boo
                  secret=secret, details={"version": release.version, "reason": reason})
     refresh_project_pages(session, project.id, versions=[release.version])
     return serial
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading projects for the web pages
+# ---------------------------------------------------------------------------------------------
+
+PROJECTS_PER_PAGE = 50
+EVENTS_PER_PAGE = 100
+MAX_SEARCH_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """One line of the project list."""
+
+    name: str
+    """Display name."""
+    normalized_name: str
+    """PEP 503 name (the page's address)."""
+    latest_version: str | None
+    """The release pip would pick by default (newest final, non-yanked); None: no release."""
+    summary: str | None
+    """The latest release's one-line summary."""
+
+
+@dataclass(frozen=True)
+class ProjectListing:
+    """One page of the project list."""
+
+    projects: list[ProjectSummary]
+    """The projects of this page, by normalized name."""
+    total: int
+    """Projects matching the search, on every page."""
+    page: int
+    """This page's number, from 1."""
+    pages: int
+    """How many pages there are (at least 1)."""
+
+
+def _latest_of(rows: Iterable[tuple[int, int, str, bool]]) -> dict[int, ReleaseView]:
+    """(project id, release id, version, yanked) rows -> each project's latest release (PyPI's choice)."""
+    by_project: dict[int, ProjectView] = {}
+    for project_id, release_id, version, yanked in rows:
+        view = by_project.setdefault(project_id, ProjectView(id=project_id, name="", normalized_name="", last_serial=0))
+        view.releases.append(ReleaseView(id=release_id, version=version, yanked=yanked, yanked_reason=None,
+                                         requires_python=None))
+    latest = {project_id: latest_release(view) for project_id, view in by_project.items()}
+    return {project_id: release for project_id, release in latest.items() if release is not None}
+
+
+def _summary_of(metadata: dict | None) -> str | None:
+    value = (metadata or {}).get("summary")
+    if not value:
+        return None
+    return " ".join(str(value).split()) or None
+
+
+def list_projects(session: Session, *, prefix: str = "", page: int = 1,
+                  per_page: int = PROJECTS_PER_PAGE) -> ProjectListing:
+    """Projects whose normalized name starts with ``prefix`` (normalized too), by name, paginated."""
+    query = select(Project.id, Project.name, Project.normalized_name)
+    counter = select(func.count()).select_from(Project)
+    wanted = canonicalize_name(prefix.strip()[:MAX_SEARCH_LENGTH]) if prefix.strip() else ""
+    if wanted:
+        condition = Project.normalized_name.startswith(wanted, autoescape=True)
+        query, counter = query.where(condition), counter.where(condition)
+    total = session.execute(counter).scalar_one()
+    pages = max(1, -(-total // per_page))
+    page = min(max(page, 1), pages)
+    rows = session.execute(
+        query.order_by(Project.normalized_name).offset((page - 1) * per_page).limit(per_page)
+    ).all()
+    ids = [row.id for row in rows]
+    latest = _latest_of(session.execute(
+        select(Release.project_id, Release.id, Release.version, Release.yanked).where(Release.project_id.in_(ids))
+    ).all()) if ids else {}
+    metadata: dict[int, dict] = dict(session.execute(
+        select(Release.id, Release.core_metadata).where(Release.id.in_([r.id for r in latest.values()]))
+    ).all()) if latest else {}
+    projects = [
+        ProjectSummary(
+            name=row.name, normalized_name=row.normalized_name,
+            latest_version=latest[row.id].version if row.id in latest else None,
+            summary=_summary_of(metadata.get(latest[row.id].id)) if row.id in latest else None,
+        )
+        for row in rows
+    ]
+    return ProjectListing(projects=projects, total=total, page=page, pages=pages)
+
+
+@dataclass(frozen=True)
+class PersonView:
+    """An owner or maintainer, as project pages show them."""
+
+    username: str
+    """The user."""
+    role: str
+    """owner or maintainer."""
+    has_2fa: bool
+    """The user has a second factor enrolled."""
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    """A release in the project page's list."""
+
+    version: str
+    """Normalized PEP 440 version."""
+    created: datetime
+    """When its first file was uploaded."""
+    yanked: bool
+    """PEP 592 yanked."""
+    yanked_reason: str | None
+    """Why, if the owner said."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file of the latest release."""
+
+    filename: str
+    """The distribution's filename."""
+    path: str
+    """Blob path, served at ``/<path>``."""
+    packagetype: str
+    """``bdist_wheel`` or ``sdist``."""
+    python_version: str
+    """The wheel's Python tag, or ``source``."""
+    size: int
+    """Bytes."""
+    sha256: str
+    """Hex SHA-256 of the file."""
+    upload_time: datetime
+    """When it was uploaded."""
+    requires_python: str | None
+    """Requires-Python of the file."""
+    yanked: bool
+    """The file (or its release) is yanked."""
+
+
+@dataclass(frozen=True)
+class ProjectDetails:
+    """Everything the public project page shows."""
+
+    name: str
+    """Display name."""
+    normalized_name: str
+    """PEP 503 name."""
+    created: datetime
+    """When the project was registered."""
+    status: str
+    """PEP 792 status (active, archived, quarantined, deprecated)."""
+    latest: ReleaseInfo | None
+    """The release pip would install by default; None when there is none."""
+    summary: str | None
+    """The latest release's summary."""
+    description: str | None
+    """The latest release's long description, as uploaded (render it; never trust it)."""
+    description_content_type: str | None
+    """Its Description-Content-Type (text/x-rst when absent)."""
+    requires_python: str | None
+    """The latest release's Requires-Python."""
+    releases: list[ReleaseInfo]
+    """Every release, newest first."""
+    files: list[FileInfo]
+    """The latest release's files."""
+    people: list[PersonView]
+    """Owners, then maintainers, by name."""
+    critical: bool
+    """Among the most downloaded projects (the 2FA mandate may cover it)."""
+    mfa_required: bool
+    """Owners and maintainers must use 2FA to act on it (opt-in, critical or policy)."""
+    mfa_opted_in: bool
+    """An owner opted the project in to requiring 2FA."""
+
+
+def _people(session: Session, project_id: int) -> list[PersonView]:
+    rows = session.execute(
+        select(User.username, Role.role, User.mfa_enabled).join(Role, Role.user_id == User.id)
+        .where(Role.project_id == project_id).order_by(Role.role.desc(), User.username_key)
+    ).all()
+    # "owner" > "maintainer": descending puts owners first.
+    return [PersonView(username=u, role=r, has_2fa=m is not None) for u, r, m in rows]
+
+
+def project_details(session: Session, name: str) -> ProjectDetails:
+    """The public page's facts about project ``name`` (NotFound if there is none)."""
+    project = get_project(session, name)
+    releases = session.execute(
+        select(Release.id, Release.version, Release.created, Release.yanked, Release.yanked_reason)
+        .where(Release.project_id == project.id)
+    ).all()
+    ordered = sorted(releases, key=lambda r: version_sort_key(r.version), reverse=True)
+    latest_view = _latest_of((project.id, r.id, r.version, r.yanked) for r in releases).get(project.id)
+    latest = next((r for r in ordered if latest_view is not None and r.id == latest_view.id), None)
+    metadata: dict[str, Any] = {}
+    files: list[FileInfo] = []
+    requires_python = None
+    if latest is not None:
+        row = session.execute(
+            select(Release.core_metadata, Release.requires_python).where(Release.id == latest.id)
+        ).one()
+        metadata, requires_python = row.core_metadata or {}, row.requires_python
+        files = [
+            FileInfo(filename=f.filename, path=f.path, packagetype=f.packagetype, python_version=f.python_version,
+                     size=f.size, sha256=f.sha256_digest, upload_time=f.upload_time,
+                     requires_python=f.requires_python, yanked=f.yanked or latest.yanked)
+            for f in session.execute(select(File).where(File.release_id == latest.id).order_by(File.filename))
+            .scalars()
+        ]
+    description = metadata.get("description")
+    content_type = metadata.get("description_content_type")
+    return ProjectDetails(
+        name=project.name, normalized_name=project.normalized_name, created=project.created, status=project.status,
+        latest=_release_info(latest) if latest is not None else None,
+        summary=_summary_of(metadata), description=str(description) if description else None,
+        description_content_type=str(content_type) if content_type else None, requires_python=requires_python,
+        releases=[_release_info(r) for r in ordered], files=files, people=_people(session, project.id),
+        critical=session.get(CriticalProject, project.id) is not None,
+        mfa_required=requires_mfa(session, project), mfa_opted_in=project.mfa_required,
+    )
+
+
+def _release_info(row: Any) -> ReleaseInfo:
+    return ReleaseInfo(version=row.version, created=row.created, yanked=row.yanked, yanked_reason=row.yanked_reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# Managing a project (owners and admins)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProjectManagement:
+    """What the owners' page shows."""
+
+    name: str
+    """Display name."""
+    normalized_name: str
+    """PEP 503 name."""
+    people: list[PersonView]
+    """Owners, then maintainers."""
+    mfa_opted_in: bool
+    """The owners' opt-in: every owner and maintainer must use 2FA."""
+    mfa_required: bool
+    """2FA is required now, by the opt-in, the project being critical or the index policy."""
+    critical: bool
+    """The project is critical."""
+    policy: str
+    """The index's 2FA policy in force."""
+
+    @property
+    def without_2fa(self) -> list[str]:
+        """Owners and maintainers who have no second factor: refused when 2FA is required."""
+        return [person.username for person in self.people if not person.has_2fa]
+
+
+def project_management(session: Session, name: str, *, principal: Principal | None) -> ProjectManagement:
+    """The owners' view of a project (MANAGE_PROJECT: owners and admins)."""
+    project = get_project(session, name)
+    authorize(session, principal, Permission.MANAGE_PROJECT, project)
+    return ProjectManagement(
+        name=project.name, normalized_name=project.normalized_name, people=_people(session, project.id),
+        mfa_opted_in=project.mfa_required, mfa_required=requires_mfa(session, project),
+        critical=session.get(CriticalProject, project.id) is not None, policy=mfa_policy(session),
+    )
+
+
+def set_project_mfa_required(session: Session, name: str, required: bool, *, principal: Principal,
+                             context: RequestContext = CLI_CONTEXT, secret: bytes = b"") -> list[str]:
+    """Opt the project in to (or out of) requiring 2FA of every owner and maintainer.
+
+    Turning it on is allowed while some of them have no 2FA: they are then refused every project
+    action until they enable it. Returns their usernames (empty when turning it off). An owner
+    without 2FA cannot turn it off once it applies (the mandate covers MANAGE_PROJECT)."""
+    project = get_project(session, name)
+    authorize(session, principal, Permission.MANAGE_PROJECT, project)
+    if project.mfa_required == required:
+        state = "already requires" if required else "does not require"
+        raise Conflict(f"'{project.name}' {state} two-factor authentication of its owners and maintainers")
+    project.mfa_required = required
+    blocked = [p.username for p in _people(session, project.id) if not p.has_2fa] if required else []
+    record_event(session, "project.mfa_required_set", actor_id=principal.user_id, actor=principal.username,
+                 subject=f"project:{project.normalized_name}", context=context, secret=secret,
+                 details={"required": required, "without_2fa": blocked})
+    session.flush()
+    return blocked
+
+
+def project_history(session: Session, name: str, *, principal: Principal | None, before: int | None = None,
+                    limit: int = EVENTS_PER_PAGE) -> list[Event]:
+    """The project's audit events, newest first (VIEW_PROJECT_HISTORY: owners and admins); pass the
+    last id seen as ``before`` for the next page."""
+    project = get_project(session, name)
+    authorize(session, principal, Permission.VIEW_PROJECT_HISTORY, project)
+    query = select(Event).where(Event.subject == f"project:{project.normalized_name}")
+    if before is not None:
+        query = query.where(Event.id < before)
+    return list(session.execute(query.order_by(Event.id.desc()).limit(limit)).scalars())
+
+
+@dataclass(frozen=True)
+class CriticalProjectView:
+    """A critical project, for the admin page."""
+
+    name: str
+    """Display name."""
+    normalized_name: str
+    """PEP 503 name."""
+    since: datetime
+    """When it became critical."""
+    downloads: int
+    """Its downloads in the window when it became critical."""
+
+
+def list_critical_projects(session: Session) -> list[CriticalProjectView]:
+    """Every critical project, most recently marked first."""
+    rows = session.execute(
+        select(Project.name, Project.normalized_name, CriticalProject.since, CriticalProject.downloads)
+        .join(CriticalProject, CriticalProject.project_id == Project.id)
+        .order_by(CriticalProject.since.desc(), Project.normalized_name)
+    ).all()
+    return [CriticalProjectView(name=r[0], normalized_name=r[1], since=r[2], downloads=r[3]) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Deleting a project
+# ---------------------------------------------------------------------------------------------
+
+MAX_FILENAMES_IN_EVENT = 1000
+
+
+@dataclass(frozen=True)
+class ProjectDeletion:
+    """What ``delete_project`` removed; the caller deletes ``blob_paths`` after commit."""
+
+    name: str
+    """The deleted project's normalized name."""
+    serial: int
+    """The journal serial of the deletion (for ``Bastion.notify_change``)."""
+    releases: list[str]
+    """Versions removed."""
+    filenames: list[str]
+    """Files removed (their names stay in the filename registry: never reusable)."""
+    blob_paths: list[str]
+    """Blobs to delete once the transaction committed (files and wheel metadata files)."""
+
+
+def delete_project(session: Session, bastion: Bastion, name: str, *, principal: Principal | None,
+                   context: RequestContext = CLI_CONTEXT) -> ProjectDeletion:
+    """Delete a project (MANAGE_PROJECT: owners and admins): its releases, files, roles, download
+    counts, critical mark and rendered pages; the simple index drops it. Filenames stay registered,
+    the journal and the audit log record it. Blobs are not touched here: delete ``blob_paths``
+    after commit (``delete_blobs``), then call ``bastion.notify_change(serial)``.
+
+    The name itself becomes free again, as on PyPI: anyone may register it anew, but none of the
+    deleted filenames can be uploaded again."""
+    project = get_project(session, name)
+    authorize(session, principal, Permission.MANAGE_PROJECT, project)
+    normalized = project.normalized_name
+    files = session.execute(
+        select(File.filename, File.path, File.metadata_sha256).where(File.project_id == project.id)
+        .order_by(File.filename)
+    ).all()
+    versions = sorted(
+        session.execute(select(Release.version).where(Release.project_id == project.id)).scalars(),
+        key=version_sort_key,
+    )
+    filenames = [f.filename for f in files]
+    blob_paths = [f.path for f in files] + [f"{f.path}.metadata" for f in files if f.metadata_sha256]
+    # Every stored filename is registered at upload; make sure of it before the rows go.
+    registered = set(session.execute(
+        select(DeletedFilename.filename).where(DeletedFilename.filename.in_(filenames))
+    ).scalars()) if filenames else set()
+    missing = [{"filename": f} for f in filenames if f not in registered]
+    if missing:
+        session.execute(insert(DeletedFilename), missing)
+    session.execute(delete(DownloadCount).where(DownloadCount.project_id == project.id))
+    session.execute(delete(File).where(File.project_id == project.id))
+    session.execute(delete(Release).where(Release.project_id == project.id))
+    session.execute(delete(Role).where(Role.project_id == project.id))
+    session.execute(delete(CriticalProject).where(CriticalProject.project_id == project.id))
+    session.execute(delete(RenderedPage).where(
+        RenderedPage.key.in_([simple_detail_key(normalized, "html"), simple_detail_key(normalized, "json"),
+                              json_project_key(normalized)])
+        | RenderedPage.key.startswith(f"pypi/{normalized}/", autoescape=True)
+    ))
+    session.expunge(project)
+    session.execute(delete(Project).where(Project.id == project.id))
+    entry = JournalEntry(name=normalized, action="remove project", actor_id=principal.user_id if principal else None,
+                         details={"releases": len(versions), "files": len(filenames)})
+    session.add(entry)
+    session.flush()
+    record_event(session, "project.deleted", actor_id=principal.user_id if principal else None,
+                 actor=principal.username if principal else None, subject=f"project:{normalized}",
+                 context=context, secret=bastion.secret,
+                 details={"name": project.name, "releases": versions, "files": len(filenames),
+                          "filenames": filenames[:MAX_FILENAMES_IN_EVENT]})
+    store_pages(session, render_simple_index(session, entry.id), entry.id)
+    return ProjectDeletion(name=normalized, serial=entry.id, releases=versions, filenames=filenames,
+                           blob_paths=blob_paths)
+
+
+def delete_blobs(bastion: Bastion, paths: Iterable[str]) -> list[str]:
+    """Delete the blobs of a committed deletion; the paths that could not be deleted (logged)."""
+    failed = []
+    for path in paths:
+        try:
+            bastion.blobs.delete(path)
+        except OSError:
+            log.exception("could not delete blob %s of a deleted project", path)
+            failed.append(path)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# Notifications (built here, sent by the caller after commit)
+# ---------------------------------------------------------------------------------------------
+
+def project_ids(session: Session, project_names: Iterable[str]) -> list[int]:
+    """The ids of the projects named (any spelling); unknown names are left out."""
+    wanted = sorted({canonicalize_name(n) for n in project_names})
+    if not wanted:
+        return []
+    return list(session.execute(select(Project.id).where(Project.normalized_name.in_(wanted))).scalars())
+
+
+def upload_notifications(session: Session, project_name: str, filename: str, version: str,
+                         actor: str) -> list[Message]:
+    """The messages telling the project's owners and maintainers that ``actor`` uploaded a file."""
+    project = find_project(session, project_name)
+    if project is None:
+        return []
+    return notifications.release_file_uploaded(session, project.id, filename, version, actor)
+
+
+def role_of_user(session: Session, project_name: str, user_name: str) -> str | None:
+    """The role ``user_name`` has on ``project_name``, or None (no authorization: for notices)."""
+    return session.execute(
+        select(Role.role).join(Project, Project.id == Role.project_id).join(User, User.id == Role.user_id)
+        .where(Project.normalized_name == canonicalize_name(project_name), User.username_key == user_name.lower())
+    ).scalar()
+
+
+def role_notifications(session: Session, project_name: str, actor: str, user_name: str, role: str, *,
+                       granted: bool) -> list[Message]:
+    """The messages about a role change (to the owners and maintainers, and the user concerned);
+    build them after the change, in its transaction or a later one, and send them after commit."""
+    project = find_project(session, project_name)
+    if project is None:
+        return []
+    session.flush()
+    user = session.execute(select(User.username).where(User.username_key == user_name.lower())).scalar()
+    return notifications.role_changed(session, project.id, actor, user or user_name, role, granted)
