@@ -266,6 +266,9 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
     if token is not None:
         token.last_used = utcnow()
         session.add(token)
+        record_event(session, "token.used", actor_id=principal.user_id, actor=principal.username,
+                     subject=f"token:{token.id}", context=context, secret=bastion.secret,
+                     details={"project": project.normalized_name, "filename": checked.filename})
     record_event(session, "file.uploaded", actor_id=principal.user_id, actor=principal.username,
                  subject=f"project:{project.normalized_name}", context=context, secret=bastion.secret,
                  details={"filename": checked.filename, "version": release.version,
