@@ -424,3 +424,34 @@ def policy_set(value: str, data_dir: str | None) -> None:
                               secret=bastion.secret)
 
     click.echo(f"mfa policy now: {_run(data_dir, action)}")
+
+
+@main.group()
+def insights() -> None:
+    """Download insights: critical projects and the 2FA figures."""
+
+
+@insights.command("recompute")
+@data_dir_option
+def insights_recompute(data_dir: str | None) -> None:
+    """Mark critical projects and take today's 2FA snapshot now (what the server does daily).
+
+    Ranks the download counts already in the database: a running server writes the counts it
+    buffers every BASTION_DOWNLOAD_FLUSH_INTERVAL.
+    """
+    from datetime import UTC
+
+    from bastion.db import utcnow
+    from bastion.insights.critical import recompute_critical
+    from bastion.insights.mfa_stats import take_snapshot
+
+    def action(session, bastion):  # type: ignore[no-untyped-def]
+        now = utcnow()
+        marked = recompute_critical(session, percent=bastion.settings.critical_percent,
+                                    window=bastion.settings.duration("critical_window"), now=now,
+                                    secret=bastion.secret)
+        take_snapshot(session, now.astimezone(UTC).date())
+        return marked
+
+    marked = _run(data_dir, action)
+    click.echo(f"newly critical: {', '.join(marked)}" if marked else "no project newly critical")

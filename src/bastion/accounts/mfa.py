@@ -27,7 +27,7 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse, WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -101,7 +101,8 @@ def factors(session: Session, user: User) -> Factors:
     return Factors(totp=user.totp_secret is not None, security_keys=int(keys), recovery_codes_left=int(codes))
 
 
-def _after_factor_change(session: Session, user: User, *, secret: bytes) -> list[str] | None:
+def _after_factor_change(session: Session, user: User, *, secret: bytes,
+                         context: RequestContext | None = None) -> list[str] | None:
     """Keep ``mfa_enabled`` true to the factors; on the first factor, issue recovery codes (returned
     once, to be shown once)."""
     state = factors(session, user)
@@ -111,12 +112,13 @@ def _after_factor_change(session: Session, user: User, *, secret: bytes) -> list
             select(func.count()).select_from(RecoveryCode).where(RecoveryCode.user_id == user.id)
         ).scalar_one()
         if not has_codes:
-            return generate_recovery_codes(session, user, secret=secret, context=None)
+            return generate_recovery_codes(session, user, secret=secret, context=context)
     elif not state.any and user.mfa_enabled is not None:
         user.mfa_enabled = None
         # Without a second factor the recovery codes recover nothing; new ones come with the next.
         for row in session.execute(select(RecoveryCode).where(RecoveryCode.user_id == user.id)).scalars():
             session.delete(row)
+        session.flush()  # counted right by a later factor change in the same transaction
     return None
 
 
@@ -177,7 +179,7 @@ def enable_totp(session: Session, user: User, secret_b32: str, code: str, *, key
     user.totp_secret = encrypt_secret(key, secret_b32)
     user.totp_last_step = step
     _event(session, "mfa.totp_added", user, context, secret)
-    return _after_factor_change(session, user, secret=secret)
+    return _after_factor_change(session, user, secret=secret, context=context)
 
 
 def remove_totp(session: Session, user: User, *, secret: bytes, context: RequestContext | None = None) -> None:
@@ -186,7 +188,7 @@ def remove_totp(session: Session, user: User, *, secret: bytes, context: Request
     user.totp_secret = None
     user.totp_last_step = None
     _event(session, "mfa.totp_removed", user, context, secret)
-    _after_factor_change(session, user, secret=secret)
+    _after_factor_change(session, user, secret=secret, context=context)
 
 
 def check_totp(session: Session, user: User, code: str, *, key: bytes, secret: bytes,
@@ -292,7 +294,9 @@ def add_webauthn(session: Session, user: User, credential: str, *, challenge: st
             credential=credential, expected_challenge=base64url_to_bytes(challenge),
             expected_rp_id=rp_id, expected_origin=origin,
         )
-    except (InvalidRegistrationResponse, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    # WebAuthnException: also a malformed credential (InvalidJSONStructure, bad CBOR...), not only a wrong one.
+    except (InvalidRegistrationResponse, WebAuthnException, ValueError, KeyError, TypeError,
+            json.JSONDecodeError) as exc:
         _event(session, "mfa.webauthn_enroll_failed", user, context, secret, {"reason": str(exc)[:200]})
         raise MfaError(f"the security key's response could not be verified ({exc}): try registering it again") from None
     credential_id = bytes_to_base64url(verified.credential_id)
@@ -305,7 +309,7 @@ def add_webauthn(session: Session, user: User, credential: str, *, challenge: st
     session.add(row)
     session.flush()
     _event(session, "mfa.webauthn_added", user, context, secret, {"name": name, "credential": row.id})
-    return row, _after_factor_change(session, user, secret=secret)
+    return row, _after_factor_change(session, user, secret=secret, context=context)
 
 
 def rename_webauthn(session: Session, user: User, credential_pk: int, name: str, *, secret: bytes,
@@ -325,11 +329,12 @@ def remove_webauthn(session: Session, user: User, credential_pk: int, *, secret:
     session.delete(row)
     session.flush()
     _event(session, "mfa.webauthn_removed", user, context, secret, {"name": row.name})
-    _after_factor_change(session, user, secret=secret)
+    _after_factor_change(session, user, secret=secret, context=context)
 
 
 def _own_credential(session: Session, user: User, credential_pk: int) -> WebAuthnCredential:
-    row = session.get(WebAuthnCredential, credential_pk)
+    # An id out of the column's range (from a URL) is no key, not a database error.
+    row = session.get(WebAuthnCredential, credential_pk) if 0 < credential_pk < 2**31 else None
     if row is None or row.user_id != user.id:
         raise NotFound("no such security key on your account")
     return row
@@ -368,7 +373,8 @@ def check_webauthn(session: Session, user: User, credential: str, *, challenge: 
     except MfaError as exc:
         _event(session, "mfa.failed", user, context, secret, {"method": "webauthn", "reason": exc.message})
         raise
-    except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (InvalidAuthenticationResponse, WebAuthnException, ValueError, KeyError, TypeError,
+            AttributeError) as exc:
         _event(session, "mfa.failed", user, context, secret, {"method": "webauthn", "reason": str(exc)[:200]})
         raise MfaError(f"the security key's answer could not be verified ({exc}): try again") from None
     row.sign_count = verified.new_sign_count

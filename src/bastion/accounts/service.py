@@ -161,6 +161,8 @@ def create_token(
             "an empty project list would make a token for nothing: name at least one project, "
             "or leave the list out for a token covering every project of the user"
         )
+    if len(description) > 200:  # the column's size: refused, not cut short
+        raise ServiceError("token description too long: use at most 200 characters")
     normalized = sorted({canonicalize_name(p) for p in projects}) if projects is not None else None
     _check_token_mandate(session, user, normalized, principal=principal, context=context, secret=secret)
     if principal.token_projects is not None and (
@@ -177,7 +179,7 @@ def create_token(
         not_before=int(now.timestamp()) - 5,
     )
     row = ApiToken(
-        id=token_id, user_id=user.id, description=description[:200], caveats=caveats,
+        id=token_id, user_id=user.id, description=description, caveats=caveats,
         projects=normalized, created=now, expires=expires,
     )
     session.add(row)

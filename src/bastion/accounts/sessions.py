@@ -140,10 +140,14 @@ def check_password(session: Session, username: str, password: str, *, limiter: A
     if not ok or user is None or not user.is_active:
         lock = limiter.failed("password", username.strip(), context.ip)
         if user is not None and not user.is_active and ok:
-            raise _refuse(session, "login.failed", user, username, context, secret,
-                          "this account is disabled: contact the index's administrators", reason="disabled")
-        message = lock.message if lock else "wrong username or password"
-        raise _refuse(session, "login.failed", user, username, context, secret, message, reason="password")
+            refusal = _refuse(session, "login.failed", user, username, context, secret,
+                              "this account is disabled: contact the index's administrators", reason="disabled")
+        else:
+            message = lock.message if lock else "wrong username or password"
+            refusal = _refuse(session, "login.failed", user, username, context, secret, message, reason="password")
+        if lock is not None:  # this failure spent the budget: the lockout starts now, and is recorded
+            _refuse(session, "login.locked", user, username, context, secret, lock.message, scope=lock.scope)
+        raise refusal
     limiter.succeeded("password", username.strip())
     return user
 
@@ -201,7 +205,10 @@ def check_second_factor(session: Session, user: User, offered: SecondFactor, *, 
             raise mfa.MfaError("no second factor given: enter a code, use your security key or a recovery code")
     except mfa.MfaError as exc:
         lock = limiter.failed("mfa", user.username, context.ip)
-        raise SignInError(lock.message if lock else exc.message, status=429 if lock else 403) from None
+        if lock is not None:  # this failure spent the budget: the lockout starts now, and is recorded
+            raise _refuse(session, "mfa.locked", user, user.username, context, secret, lock.message,
+                          scope=lock.scope) from None
+        raise SignInError(exc.message, status=403) from None
     limiter.succeeded("mfa", user.username)
     return method
 

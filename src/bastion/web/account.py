@@ -359,18 +359,22 @@ def _reauth(request: Request, form: dict[str, str], offered: SecondFactor | None
     target = safe_next(form.get("next"))
     if offered is None and user.has_2fa:
         offered = _offered(form)
+    messages: list[Any] = []
     try:
         with bastion.db.write() as session:
             browser = load_session(session, user.cookie)
             if browser is None:
                 raise SignInError("your session has expired: sign in again")
+            row = load_user(session, user)
             try:
-                reauthenticate(session, browser, load_user(session, user), form.get("password", ""), offered,
+                reauthenticate(session, browser, row, form.get("password", ""), offered,
                                limiter=limiter_of(request), key=encryption_key(request), context=context_of(request),
                                secret=bastion.secret)
             except SignInError:
                 session.commit()
                 raise
+            if offered is not None and offered.recovery_code is not None and row.mfa_enabled is not None:
+                messages.extend(notifications.recovery_code_used(row))  # as at sign-in: the user is told
     except ServiceError as exc:
         if as_json:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -378,6 +382,7 @@ def _reauth(request: Request, form: dict[str, str], offered: SecondFactor | None
             factors = mfa.factors(session, load_user(session, user))
         return render_page(request, "reauth.html", status=exc.status, error=exc.message, next=target,
                            factors=factors)
+    send(request, messages)
     return JSONResponse({"redirect": target}) if as_json else redirect(target)
 
 
@@ -776,8 +781,8 @@ def history(request: Request, before: int | None = None) -> Response:
     user = signed_in(request)
     with bastion_of(request).db.read() as session:
         query = select(Event).where(or_(Event.actor_id == user.id, Event.subject == f"user:{user.username}"))
-        if before is not None:
-            query = query.where(Event.id < before)
+        if before is not None:  # clamped to the id column's range: any number is a valid page
+            query = query.where(Event.id < min(max(before, 0), 2**31 - 1))
         events = session.execute(query.order_by(Event.id.desc()).limit(100)).scalars().all()
     older = events[-1].id if len(events) == 100 else None
     return render_page(request, "history.html", title="Your account's history", events=events, older=older,

@@ -30,6 +30,7 @@ from bastion.accounts.sessions import (
     recently_reauthenticated,
 )
 from bastion.authz import Principal
+from bastion.errors import ServiceError
 from bastion.events import RequestContext, record_event
 from bastion.web.render import security_headers
 
@@ -242,6 +243,9 @@ async def checked_form(request: Request) -> dict[str, str]:
         token = request.headers.get("x-csrf-token")
     if not csrf_valid(bastion_of(request).secret, getattr(request.state, "csrf_seed", None), token):
         _refuse_csrf(request)
+    if any("\x00" in key or (isinstance(value, str) and "\x00" in value) for key, value in form.multi_items()):
+        # PostgreSQL text cannot hold NUL: refused here rather than failing deep in a query.
+        raise ServiceError("a form field contains a NUL character: remove it and submit the form again")
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
