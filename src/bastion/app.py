@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, bastion: Bastion | None = No
 
     @api.get("/", include_in_schema=False)
     def landing(request: Request):  # type: ignore[no-untyped-def]
-        base = str(request.base_url).rstrip("/")
+        base = bastion.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
         if "text/html" in request.headers.get("accept", ""):
             return render_page(request, "home.html", base=base)
         return PlainTextResponse(LANDING.format(base=base))

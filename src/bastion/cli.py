@@ -103,7 +103,7 @@ def serve(host: str, port: int, workers: int | None, data_dir: str | None) -> No
         workers=settings.workers,
         http="bastion.server:ReasonPhraseProtocol",
         loop="uvloop",
-        lifespan="off",
+        lifespan="on",  # starts the background tasks: mail, download counts, critical projects
         access_log=False,
         server_header=False,
         log_level="warning",
@@ -341,10 +341,6 @@ def project_require_2fa(project_name: str, off: bool, data_dir: str | None) -> N
         err.print(f"without 2FA, refused until they enable it: {', '.join(blocked)}", highlight=False)
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.group()
 def audit() -> None:
     """The hash-chained audit log."""
@@ -455,3 +451,7 @@ def insights_recompute(data_dir: str | None) -> None:
 
     marked = _run(data_dir, action)
     click.echo(f"newly critical: {', '.join(marked)}" if marked else "no project newly critical")
+
+
+if __name__ == "__main__":
+    main()

@@ -749,7 +749,7 @@ async def create_token(request: Request) -> Response:
         return _tokens_page(request, user, status=exc.status, error=exc.message, form=form)
     send(request, messages)
     return render_page(request, "token_created.html", token=new.token, token_id=new.token_id,
-                       projects=new.projects, expires=new.expires)
+                       projects=new.projects, expires=new.expires, base=base_url(request))
 
 
 def _project_ids(session: Any, names: tuple[str, ...]) -> list[int]:
