@@ -92,8 +92,8 @@ EXPECTED: dict[str, dict[str, int]] = {
 
 # The events an allowed request must add (and nothing else); None: a read, which changes nothing.
 EVENTS: dict[str, list[str] | None] = {
-    "upload to existing project": ["file.uploaded"],
-    "upload creating a project": ["project.created", "file.uploaded"],
+    "upload to existing project": ["token.used", "file.uploaded"],
+    "upload creating a project": ["project.created", "token.used", "file.uploaded"],
     "yank": ["release.yanked"],
     "unyank": ["release.unyanked"],
     "list roles": None,

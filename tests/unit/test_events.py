@@ -114,6 +114,7 @@ def test_every_security_relevant_action_leaves_an_event(w: World) -> None:
         ("user.created", "root", "user:alice"),
         ("token.created", "root", "user:alice"),
         ("project.created", "alice", "project:ev-proj"),
+        ("token.used", "alice", f"token:{ids['alice']}"),
         ("file.uploaded", "alice", "project:ev-proj"),
         ("role.granted", "alice", "project:ev-proj"),
         ("role.removed", "alice", "project:ev-proj"),
@@ -149,7 +150,7 @@ def test_every_security_relevant_action_leaves_an_event(w: World) -> None:
 
 def test_events_form_a_hash_chain(w: World) -> None:
     rows = events(w)
-    assert len(rows) == 13
+    assert len(rows) == 14
     assert rows[0].prev_hash == GENESIS
     for previous, event in zip(rows, rows[1:]):
         assert event.prev_hash == previous.hash

@@ -136,3 +136,45 @@ def test_versions_and_tags_longer_than_stored_are_400(client, bastion, tmp_path:
     refused(client, bastion, token, many, upload_form(many, "demo", "1.0"), 400, "too many Python tags")
     assert post_upload(client, token, make_wheel(tmp_path, "demo", "1.0"),
                        upload_form(make_wheel(tmp_path, "demo", "1.0"), "demo", "1.0")).status_code == 200
+
+
+def test_a_role_refused_by_the_2fa_mandate_through_the_api_stays_on_record(client, bastion, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from bastion.accounts.models import User
+    from bastion.events import Event
+    from bastion.packaging.models import Project, Role
+
+    token = make_user(bastion, "owen")
+    make_user(bastion, "nina")
+    accepted(client, token, make_wheel(tmp_path, "guarded", "1.0"), "guarded", "1.0")
+    with bastion.db.write() as session:
+        session.execute(select(Project).where(Project.normalized_name == "guarded")).scalar_one().mfa_required = True
+        session.execute(select(User).where(User.username == "owen")).scalar_one().mfa_enabled = \
+            session.execute(select(Project.created)).scalar()
+    before = snapshot_state(bastion)
+    response = client.post("/api/v1/projects/guarded/roles", json={"user": "nina", "role": "maintainer"},
+                           headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
+    assert "has not enabled it" in response.json()["error"] and "/account/2fa" in response.json()["error"]
+    with bastion.db.read() as session:
+        last = session.execute(select(Event).order_by(Event.id.desc()).limit(1)).scalar_one()
+        assert (last.action, last.details["user"], last.details["reason"]) == ("role.refused", "nina", "2fa-required")
+        assert session.execute(select(Role).join(User).where(User.username == "nina")).first() is None
+    after = snapshot_state(bastion)
+    before_counts = dict(before["counts"])  # type: ignore[call-overload]
+    after_counts = dict(after["counts"])  # type: ignore[call-overload]
+    assert after_counts.pop("events") == before_counts.pop("events") + 1  # only the refusal's event
+    assert after_counts == before_counts and after["pages"] == before["pages"] and after["blobs"] == before["blobs"]
+
+
+def test_control_characters_in_api_account_fields_are_refused_not_crashed(client, bastion) -> None:
+    token = make_user(bastion, "root", admin=True)
+    headers = {"Authorization": f"Bearer {token}"}
+    before = snapshot_state(bastion)
+    response = client.post("/api/v1/users", json={"name": "eve", "email": "eve\x00@example.org",
+                                                  "password": "a-long-password"}, headers=headers)
+    assert response.status_code == 400 and "invalid email address" in response.json()["error"]
+    response = client.post("/api/v1/users/root/tokens", json={"description": "ci\x00"}, headers=headers)
+    assert response.status_code == 400 and "control characters" in response.json()["error"]
+    assert snapshot_state(bastion) == before

@@ -197,6 +197,9 @@ def check_totp(session: Session, user: User, code: str, *, key: bytes, secret: b
     Raises MfaError (and records an event) when refused."""
     if user.totp_secret is None:
         raise MfaError("no authenticator app is enrolled on this account: use a security key or a recovery code")
+    # Two sign-ins racing with the same code: the row lock makes the second see the first's step
+    # (PostgreSQL; SQLite's write transactions already run one at a time).
+    session.refresh(user, attribute_names=["totp_last_step"], with_for_update=True)
     step = matching_step(decrypt_secret(key, user.totp_secret), code, now=now)
     if step is None:
         _event(session, "mfa.failed", user, context, secret, {"method": "totp", "reason": "wrong or expired code"})

@@ -29,7 +29,7 @@ from bastion.errors import Conflict, Forbidden, NotFound, ServiceError
 from bastion.events import CLI_CONTEXT, RequestContext, record_event
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
+EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
 
 HOW_TO_GET_A_TOKEN = (
     "Create an API token (`bastion token create --user NAME`, or POST /api/v1/users/NAME/tokens) "
@@ -73,7 +73,10 @@ def create_user(
     principal: Principal,
     context: RequestContext = CLI_CONTEXT,
     secret: bytes = b"",
+    registered_by_self: bool = False,
 ) -> User:
+    """Create an account: by an admin, or (``registered_by_self``) the person registering on the
+    web, who is then the event's actor."""
     require({}, principal, Permission.CREATE_USER)
     if not USERNAME_RE.match(name):
         raise ServiceError(
@@ -105,7 +108,9 @@ def create_user(
     except IntegrityError:
         raise Conflict(f"a user named '{name}' already exists") from None
     record_event(
-        session, "user.created", actor_id=principal.user_id, actor=principal.username,
+        session, "user.registered" if registered_by_self else "user.created",
+        actor_id=user.id if registered_by_self else principal.user_id,
+        actor=user.username if registered_by_self else principal.username,
         subject=f"user:{user.username}", context=context, details={"email": email}, secret=secret,
     )
     return user
@@ -161,6 +166,8 @@ def create_token(
             "an empty project list would make a token for nothing: name at least one project, "
             "or leave the list out for a token covering every project of the user"
         )
+    if any(ord(c) < 32 or ord(c) == 127 for c in description):
+        raise ServiceError("token description may not contain control characters: use plain text")
     if len(description) > 200:  # the column's size: refused, not cut short
         raise ServiceError("token description too long: use at most 200 characters")
     normalized = sorted({canonicalize_name(p) for p in projects}) if projects is not None else None
@@ -303,7 +310,8 @@ def register_user(session: Session, name: str, email: str, password: str, *, con
     """Anyone may register; the account starts with an unverified email."""
     from bastion.authz import OPERATOR
 
-    user = create_user(session, name, email, password, principal=OPERATOR, context=context, secret=secret)
+    user = create_user(session, name, email, password, principal=OPERATOR, context=context, secret=secret,
+                       registered_by_self=True)
     return user
 
 

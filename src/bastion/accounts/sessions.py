@@ -165,7 +165,7 @@ def sign_in_password(session: Session, username: str, password: str, *, limiter:
     cookie = create_session(session, user, state=ACTIVE, lifetime=lifetime, context=context, secret=secret,
                             reauthenticated=True)
     record_event(session, "login.succeeded", actor_id=user.id, actor=user.username, subject=f"user:{user.username}",
-                 context=context, secret=secret, details={"second_factor": None})
+                 context=context, secret=secret, details={"second_factor": "none"})
     return SignedIn(cookie=cookie, state=ACTIVE, user=user)
 
 

@@ -188,6 +188,7 @@ def add_role(session: Session, project_name: str, user_name: str, role: str, *, 
         record_event(session, "role.refused", actor_id=principal.user_id, actor=principal.username,
                      subject=f"project:{project.normalized_name}", context=context, secret=secret,
                      details={"user": user.username, "role": role, "reason": "2fa-required"})
+        session.commit()  # the refusal's event stays though the request fails (nothing else was changed)
         raise Forbidden(refusal)
     if existing is not None:
         existing.role = role
