@@ -305,6 +305,21 @@ def _serializer(secret: bytes, purpose: str):  # type: ignore[no-untyped-def]
     return URLSafeTimedSerializer(secret, salt=f"bastion-{purpose}-v1")
 
 
+def _load_link(secret: bytes, purpose: str, token: str, *, max_age: int, what: str, again: str) -> dict:
+    """The payload of a signed, timed link token; a ServiceError saying what to do when it is not valid."""
+    from itsdangerous import BadSignature, SignatureExpired
+
+    try:
+        data = _serializer(secret, purpose).loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise ServiceError(f"this {what} has expired: {again}") from None
+    except BadSignature:
+        raise ServiceError(f"this {what} is not valid: copy the whole link from the email") from None
+    if not isinstance(data, dict):
+        raise ServiceError(f"this {what} is not valid: copy the whole link from the email")
+    return data
+
+
 def register_user(session: Session, name: str, email: str, password: str, *, context: RequestContext,
                   secret: bytes) -> User:
     """Anyone may register; the account starts with an unverified email."""
@@ -320,14 +335,8 @@ def email_verification_token(secret: bytes, user: User) -> str:
 
 
 def verify_email(session: Session, token: str, *, context: RequestContext, secret: bytes) -> User:
-    from itsdangerous import BadSignature, SignatureExpired
-
-    try:
-        data = _serializer(secret, "verify-email").loads(token, max_age=EMAIL_LINK_MAX_AGE)
-    except SignatureExpired:
-        raise ServiceError("this verification link has expired: sign in and ask for a new one") from None
-    except BadSignature:
-        raise ServiceError("this verification link is not valid: copy the whole link from the email") from None
+    data = _load_link(secret, "verify-email", token, max_age=EMAIL_LINK_MAX_AGE, what="verification link",
+                      again="sign in and ask for a new one")
     user = session.get(User, data.get("u"))
     if user is None or not hmac.compare_digest(user.email.encode(), str(data.get("e")).encode()):
         raise ServiceError("this verification link is for an address the account no longer uses: ask for a new one")
@@ -350,14 +359,8 @@ def password_reset_token(secret: bytes, user: User) -> str:
 
 def reset_password(session: Session, token: str, new_password: str, *, context: RequestContext,
                    secret: bytes) -> User:
-    from itsdangerous import BadSignature, SignatureExpired
-
-    try:
-        data = _serializer(secret, "reset-password").loads(token, max_age=RESET_LINK_MAX_AGE)
-    except SignatureExpired:
-        raise ServiceError("this password-reset link has expired: ask for a new one") from None
-    except BadSignature:
-        raise ServiceError("this password-reset link is not valid: copy the whole link from the email") from None
+    data = _load_link(secret, "reset-password", token, max_age=RESET_LINK_MAX_AGE, what="password-reset link",
+                      again="ask for a new one")
     user = session.get(User, data.get("u"))
     if user is None or not hmac.compare_digest(_password_fingerprint(user).encode(), str(data.get("p")).encode()):
         raise ServiceError("this password-reset link was used already: ask for a new one")
