@@ -111,13 +111,21 @@ def decide(
         return ALLOW
     if principal is None:
         return Decision(False, "authentication required: supply an API token (username __token__)")
-    if mfa_required and permission not in MFA_EXEMPT and not principal.has_2fa and principal.user_id is not None:
+    decision = _decide_by_role(principal, permission, project=project, role=role, target_user_id=target_user_id)
+    # The mandate is judged last: someone refused anyway is told the real reason, not to enable 2FA.
+    if decision and mfa_required and permission not in MFA_EXEMPT and not principal.has_2fa \
+            and principal.user_id is not None:
         where = f"project '{project}'" if project else "this index"
         return Decision(
             False,
             f"two-factor authentication is required: {where} requires 2FA of user '{principal.username}'; "
             + HOW_TO_ENABLE_2FA,
         )
+    return decision
+
+
+def _decide_by_role(principal: Principal, permission: Permission, *, project: str | None, role: str | None,
+                    target_user_id: int | None) -> Decision:
     if permission in PROJECT_PERMISSIONS:
         if project is None:
             return Decision(False, "no project named")

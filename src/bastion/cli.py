@@ -90,6 +90,12 @@ def serve(host: str, port: int, workers: int | None, data_dir: str | None) -> No
     except Exception as exc:  # database unreachable, unwritable data dir...
         _fail(f"cannot prepare the data dir or database: {exc}", 2)
     os.environ["BASTION_DATA_DIR"] = str(settings.data_dir)
+    if settings.workers > 1 and settings.rate_limit_storage.startswith("memory://"):
+        err.print(
+            f"[yellow]warning:[/] {settings.workers} workers each count failed sign-in and 2FA attempts on their "
+            "own (BASTION_RATE_LIMIT_STORAGE=memory://): set it to redis://HOST:6379 to share the limits",
+            highlight=False,
+        )
     err.print(
         f"Bastion serving http://{host}:{port}/simple/  (data dir {settings.data_dir.resolve()}, "
         f"database {settings.effective_database_url.split('@')[-1]})",

@@ -72,6 +72,8 @@ def record_event(
     secret: bytes = b"",
 ) -> Event:
     """Append one event to the chain inside the caller's transaction."""
+    if context.user_agent is not None and len(context.user_agent) > 500:
+        context = RequestContext(ip=context.ip, user_agent=context.user_agent[:500])  # bounded rows
     advisory_lock(session, "bastion:audit-chain")  # one writer extends the chain at a time
     last = session.execute(select(Event.hash).order_by(Event.id.desc()).limit(1)).scalar()
     prev_hash = last or GENESIS_HASH

@@ -4,6 +4,8 @@ is you first."""
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from playwright.sync_api import expect
@@ -38,7 +40,8 @@ def test_security_key_registration_sign_in_and_removal(site: Site, tab: Tab) -> 
     expect(page.locator("#webauthn-error")).to_have_text("Give the key a name first, e.g. 'YubiKey (office)'.")
     page.fill("#webauthn-name", "Virtual key (desk)")
     page.click("#webauthn-register")
-    tab.at("/account/2fa/recovery-codes/new")
+    page.wait_for_url(re.compile(r".*/account/2fa/recovery-codes/new\?n=[\w-]{16,}$"))  # with its one-time nonce
+    shown_at = page.url
     assert "Your security key is registered." in tab.text("p.flash")
     assert len(tab.text("#recovery-codes").split()) >= 8
     (stored,) = credentials(cdp, authenticator)
@@ -53,7 +56,7 @@ def test_security_key_registration_sign_in_and_removal(site: Site, tab: Tab) -> 
     tab.screenshot("key-registered")
 
     # The recovery codes page was shown once: going back to it leads to the 2FA page.
-    tab.goto("/account/2fa/recovery-codes/new")
+    page.goto(shown_at)
     tab.at("/account/2fa")
 
     # Sign out, then in with the password and the key.

@@ -362,9 +362,11 @@ def test_decide_under_the_2fa_mandate(permission: Permission, who: str, has_2fa:
                 else:
                     decision = decide(principal, permission, target_user_id=target, mfa_required=True)
                 want = _expected(permission, who, role, scope, target)
-                if who in ("user", "admin") and not has_2fa and permission not in MFA_EXEMPT:
+                if want and who in ("user", "admin") and not has_2fa and permission not in MFA_EXEMPT:
+                    # Refused only for the mandate: the reason says how to enable 2FA.
                     want = False
-                    if who != "anonymous":
-                        assert "two-factor authentication is required" in decision.reason
-                        assert "/account/2fa" in decision.reason
+                    assert "two-factor authentication is required" in decision.reason
+                    assert "/account/2fa" in decision.reason
+                elif not want:  # refused anyway: told the real reason, not to enable 2FA
+                    assert "two-factor" not in decision.reason, (permission, who, role, scope, target)
                 assert bool(decision) is want, (permission, who, role, scope, target, has_2fa)

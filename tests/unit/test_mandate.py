@@ -280,6 +280,12 @@ def test_policy_changes_are_audited(bastion: Bastion) -> None:
 
         with pytest.raises(ServiceError, match="unknown 2FA policy 'sometimes'"):
             set_mfa_policy(session, "sometimes", principal=OPERATOR, secret=bastion.secret)
+    # An admin without 2FA cannot loosen (or change) a mandate in force: that would be the way around it.
+    with bastion.db.write() as session, pytest.raises(Forbidden, match="two-factor authentication is required"):
+        set_mfa_policy(session, "off", principal=principal(bastion, "root"), secret=bastion.secret)
+    enable_totp(bastion, "root")
+    first = last_event(bastion)
+    with bastion.db.write() as session:
         assert set_mfa_policy(session, "everyone", principal=principal(bastion, "root"),
                               secret=bastion.secret) == "everyone"
     with bastion.db.read() as session:

@@ -364,10 +364,15 @@ def test_codes_for_a_security_key_are_shown_once(bastion: Bastion, client) -> No
 
     with bastion.db.write() as session:
         load_session(session, cookie).challenge = (  # type: ignore[union-attr]
-            "codes:" + mfa.encrypt_secret(bastion.encryption_key, '["aaaa-bbbb-cccc-dddd", "1111-2222-3333-4444"]'))
-    first = client.get("/account/2fa/recovery-codes/new", follow_redirects=False)
+            "codes:n0nce:" + mfa.encrypt_secret(bastion.encryption_key, '["aaaa-bbbb-cccc-dddd", "1111-2222-3333-4444"]'))
+    # A link without the nonce the script was given (say, from another site) shows nothing and
+    # does not spend the one display.
+    for forged in ("/account/2fa/recovery-codes/new", "/account/2fa/recovery-codes/new?n=guess"):
+        response = client.get(forged, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/account/2fa"
+    first = client.get("/account/2fa/recovery-codes/new?n=n0nce", follow_redirects=False)
     assert first.status_code == 200 and all(code in first.text for code in codes)
-    second = client.get("/account/2fa/recovery-codes/new", follow_redirects=False)
+    second = client.get("/account/2fa/recovery-codes/new?n=n0nce", follow_redirects=False)
     assert second.status_code == 303 and second.headers["location"] == "/account/2fa"
 
 

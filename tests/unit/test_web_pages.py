@@ -487,7 +487,16 @@ def test_admin_page_and_policy(bastion: Bastion, client: Any, people: dict[str, 
     enroll_2fa(bastion, "bob")
     with bastion.db.write() as session:
         session.add(CriticalProject(project_id=service.get_project(session, "acme").id, downloads=99))
+    # An admin without 2FA may not change a mandate in force (that would be the way around it).
     sign_in(client, "root")
+    age_reauth(bastion)
+    post_form(client, "/admin/policy", {"policy": "off"})
+    reauth(client)
+    refused = post_form(client, "/admin/policy", {"policy": "off"})
+    assert refused.status_code == 403 and "two-factor authentication is required" in refused.text
+    assert actions(bastion, "policy:mfa") == []
+    codes = enroll_2fa(bastion, "root")
+    sign_in(client, "root", recovery_code=codes[0])
     page = client.get("/admin/")
     assert_page(page)
     assert '<strong id="policy">critical</strong>' in page.text
@@ -502,7 +511,7 @@ def test_admin_page_and_policy(bastion: Bastion, client: Any, people: dict[str, 
     age_reauth(bastion)
     first = post_form(client, "/admin/policy", {"policy": "all-uploaders"})
     assert first.url.path == "/account/reauth"
-    reauth(client)
+    reauth(client, recovery_code=codes[1])
     changed = post_form(client, "/admin/policy", {"policy": "all-uploaders"})
     assert_page(changed)
     assert "The 2FA policy is now &#39;all-uploaders&#39;." in changed.text

@@ -239,7 +239,11 @@ def use_recovery_code(session: Session, user: User, code: str, *, secret: bytes,
                       context: RequestContext | None = None) -> int:
     """Spend one recovery code; the number left. Raises MfaError when it is wrong or used."""
     wanted = _code_hash(secret, code)
-    rows = session.execute(select(RecoveryCode).where(RecoveryCode.user_id == user.id)).scalars().all()
+    # Locked rows: two sign-ins racing with one code cannot both spend it (PostgreSQL; SQLite's
+    # write transactions already run one at a time).
+    rows = session.execute(
+        select(RecoveryCode).where(RecoveryCode.user_id == user.id).with_for_update()
+    ).scalars().all()
     match = None
     for row in rows:  # compare every row, in constant time each
         if hmac.compare_digest(row.code_hash, wanted):

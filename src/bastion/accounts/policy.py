@@ -35,12 +35,14 @@ def mfa_policy(session: Session) -> str:
 def set_mfa_policy(session: Session, value: str | None, *, principal: Principal,
                    context: RequestContext = CLI_CONTEXT, secret: bytes = b"") -> str:
     """Set the policy (None: back to the configured default); the policy now in force."""
-    decision = decide(principal, Permission.SET_POLICY)
+    before = mfa_policy(session)
+    # Loosening the mandate must not be the way around it: an admin without 2FA may change the
+    # policy only while it is off (the local operator, who holds the data dir, always may).
+    decision = decide(principal, Permission.SET_POLICY, mfa_required=before != "off")
     if not decision:
         raise Forbidden(decision.reason)
     if value is not None and value not in MFA_POLICIES:
         raise ServiceError(f"unknown 2FA policy '{value}': use one of {', '.join(MFA_POLICIES)}")
-    before = mfa_policy(session)
     row = session.get(IndexPolicy, MFA_POLICY_KEY)
     if value is None:
         if row is not None:

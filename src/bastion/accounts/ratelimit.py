@@ -8,6 +8,7 @@ memory (one process) or in Redis (``BASTION_RATE_LIMIT_STORAGE=redis://...``, sh
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -36,6 +37,19 @@ class Lockout:
                 "(or reset your password if you forgot it)")
 
 
+def network_of(address: str | None) -> str | None:
+    """The key of a client address: IPv4 as is, IPv6 by its /64 (one host owns a whole /64)."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class AttemptLimiter:
     def __init__(self, storage_uri: str, rates: dict[str, str]) -> None:
         try:
@@ -45,6 +59,7 @@ class AttemptLimiter:
         self.window = strategies.MovingWindowRateLimiter(self.storage)
         self.per_account: dict[str, RateLimitItem] = {}
         self.per_address: dict[str, RateLimitItem] = {}
+        self.noise: RateLimitItem = parse_rate("30 per 15 minutes", what="audit noise budget")
         for kind, text in rates.items():
             item = parse_rate(text, what=f"rate for {kind} attempts")
             self.per_account[kind] = item
@@ -52,7 +67,14 @@ class AttemptLimiter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AttemptLimiter:
-        return cls(settings.rate_limit_storage, {"password": settings.login_attempts, "mfa": settings.mfa_attempts})
+        return cls(settings.rate_limit_storage, {
+            "password": settings.login_attempts,
+            "mfa": settings.mfa_attempts,
+            # Not failures but costs: each registration hashes a password and sends a mail, each
+            # reset request sends a mail to someone's inbox.
+            "signup": "20 per hour",
+            "reset": "5 per hour",
+        })
 
     def _retry_after(self, item: RateLimitItem, *ids: str) -> int:
         stats = self.window.get_window_stats(item, *ids)
@@ -60,6 +82,7 @@ class AttemptLimiter:
 
     def locked(self, kind: str, account: str, address: str | None) -> Lockout | None:
         """Whether an attempt may be made now (nothing is counted)."""
+        address = network_of(address)
         item = self.per_account[kind]
         if not self.window.test(item, kind, account.lower()):
             return Lockout(self._retry_after(item, kind, account.lower()), "account")
@@ -73,8 +96,14 @@ class AttemptLimiter:
         """Count a failed attempt; the lockout it caused, if the budget is now spent."""
         self.window.hit(self.per_account[kind], kind, account.lower())
         if address:
-            self.window.hit(self.per_address[kind], kind, address)
+            self.window.hit(self.per_address[kind], kind, network_of(address) or address)
         return self.locked(kind, account, address)
+
+    def may_record(self, address: str | None) -> bool:
+        """Whether one more refusal by an unauthenticated client (a lockout hit, a forged form)
+        may be written to the audit log: each costs the chain's lock, so a flood of them is
+        capped per address (30 per 15 minutes); the refusals themselves go on."""
+        return self.window.hit(self.noise, "events", address or "-")
 
     def succeeded(self, kind: str, account: str) -> None:
         """A success clears the account's failures (not the address's)."""

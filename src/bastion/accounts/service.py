@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from bastion.accounts import passwords
 from bastion.accounts.models import ApiToken, User
+from bastion.accounts.ratelimit import AttemptLimiter
 from bastion.accounts.tokens import (
     InvalidToken,
     issue_token,
@@ -51,7 +52,14 @@ class NewToken:
     """Projects it is limited to; None: every project of the user."""
 
 
-def require(decision_args: dict, principal: Principal | None, permission: Permission) -> None:
+def require(decision_args: dict, principal: Principal | None, permission: Permission,
+            session: Session | None = None) -> None:
+    """Raise Forbidden unless ``decide`` allows; with ``session``, the 2FA policy applies to the
+    account action (``everyone`` holds every account action to 2FA)."""
+    if session is not None and "mfa_required" not in decision_args:
+        from bastion.accounts.policy import account_requires_mfa, mfa_policy
+
+        decision_args = {**decision_args, "mfa_required": account_requires_mfa(mfa_policy(session))}
     decision = decide(principal, permission, **decision_args)
     if not decision:
         raise Forbidden(decision.reason, status=401 if principal is None else 403)
@@ -77,7 +85,7 @@ def create_user(
 ) -> User:
     """Create an account: by an admin, or (``registered_by_self``) the person registering on the
     web, who is then the event's actor."""
-    require({}, principal, Permission.CREATE_USER)
+    require({}, principal, Permission.CREATE_USER, session)
     if not USERNAME_RE.match(name):
         raise ServiceError(
             f"invalid username '{name}': use 1-50 letters, digits, '.', '_' or '-', "
@@ -120,7 +128,7 @@ def set_admin(
     session: Session, name: str, *, principal: Principal, context: RequestContext = CLI_CONTEXT,
     secret: bytes = b"", admin: bool = True,
 ) -> User:
-    require({}, principal, Permission.SET_ADMIN)
+    require({}, principal, Permission.SET_ADMIN, session)
     user = get_user(session, name)
     user.is_admin = admin
     record_event(
@@ -132,7 +140,8 @@ def set_admin(
 
 def _token_owner(session: Session, user_name: str, principal: Principal | None) -> User:
     """The user whose tokens are managed; to anyone but an admin an unknown user looks like
-    another user's account (no probing for usernames)."""
+    another user's account (no probing for usernames). The 2FA policy is applied where tokens are
+    made (``_check_token_mandate``, with its own event), not to listing them."""
     if principal is None:
         require({"target_user_id": None}, principal, Permission.MANAGE_TOKENS)  # 401
     try:
@@ -210,17 +219,35 @@ def _check_token_mandate(session: Session, user: User, projects: Sequence[str] |
     from bastion.authz import HOW_TO_ENABLE_2FA
     from bastion.packaging.service import find_project, requires_mfa
 
-    if user.mfa_enabled is not None:
-        return
     policy = mfa_policy(session)
-    blocked: list[str] = []
-    if new_project_requires_mfa(policy):
-        blocked = list(projects) if projects else ["any project"]
-    else:
-        for name in projects or ():
+
+    def blocked_for(covered: Sequence[str] | None) -> list[str]:
+        if new_project_requires_mfa(policy):
+            return list(covered) if covered else ["any project"]
+        found = []
+        for name in covered or ():
             project = find_project(session, name)
             if project is not None and requires_mfa(session, project):
-                blocked.append(name)
+                found.append(name)
+        return found
+
+    blocked: list[str] = []
+    who = user.username
+    if user.mfa_enabled is None:
+        # The token's user has no 2FA: tokens for projects that require it are refused (an
+        # all-projects token is allowed; decide() refuses it there at every use).
+        blocked = blocked_for(projects)
+    elif principal.user_id is not None and principal.user_id != user.id and not principal.has_2fa:
+        # An admin without 2FA minting a token for someone who has it would act through them
+        # where the mandate holds: judged as if the token were the admin's own, and an
+        # all-projects token covers every project of its user.
+        from bastion.packaging.models import Project, Role
+
+        covered = list(projects) if projects else list(session.execute(
+            select(Project.normalized_name).join(Role, Role.project_id == Project.id).where(Role.user_id == user.id)
+        ).scalars())
+        blocked = blocked_for(covered) if (projects or covered or new_project_requires_mfa(policy)) else []
+        who = principal.username
     if blocked:
         record_event(session, "token.refused", actor_id=principal.user_id, actor=principal.username,
                      subject=f"user:{user.username}", context=context, secret=secret,
@@ -228,7 +255,7 @@ def _check_token_mandate(session: Session, user: User, projects: Sequence[str] |
         session.commit()  # the refusal's event stays, though the request fails
         raise Forbidden(
             f"cannot create an API token for {', '.join(blocked)}: two-factor authentication is required "
-            f"of user '{user.username}' there (index 2FA policy: {policy}); " + HOW_TO_ENABLE_2FA
+            f"of user '{who}' there (index 2FA policy: {policy}); " + HOW_TO_ENABLE_2FA
         )
 
 
@@ -369,11 +396,18 @@ def reset_password(session: Session, token: str, new_password: str, *, context: 
 
 
 def change_password(session: Session, user: User, current: str, new_password: str, *, context: RequestContext,
-                    secret: bytes) -> None:
-    if not passwords.verify_password(user.password_hash, current):
+                    secret: bytes, limiter: AttemptLimiter) -> None:
+    """Change the password after checking the current one through the sign-in rate limit: a
+    stolen session cookie must not become an unlimited password oracle."""
+    from bastion.accounts.sessions import SignInError, check_password
+
+    try:
+        check_password(session, user.username, current, limiter=limiter, context=context, secret=secret)
+    except SignInError as exc:
         record_event(session, "user.password_change_failed", actor_id=user.id, actor=user.username,
                      subject=f"user:{user.username}", context=context, secret=secret)
-        raise Forbidden("the current password is wrong")
+        message = exc.message if exc.status == 429 else "the current password is wrong"
+        raise Forbidden(message, status=exc.status) from None
     _set_password(session, user, new_password, context=context, secret=secret, action="user.password_changed")
 
 

@@ -109,7 +109,7 @@ def csrf_token(secret: bytes, seed: str) -> str:
 def csrf_valid(secret: bytes, seed: str | None, token: str | None) -> bool:
     if not seed or not token:
         return False
-    return hmac.compare_digest(csrf_token(secret, seed), token)
+    return hmac.compare_digest(csrf_token(secret, seed).encode(), token.encode("utf-8", "replace"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,9 +122,12 @@ def _find_user(session: Session, username: str) -> User | None:
 
 def _refuse(session: Session, action: str, user: User | None, username: str, context: RequestContext,
             secret: bytes, message: str, **details: object) -> SignInError:
+    # What was typed as a username is kept only when it names an account: otherwise it may well be
+    # a password typed into the wrong box.
+    typed = {"username": user.username} if user else {"username": None, "unknown_account": True}
     record_event(session, action, actor_id=user.id if user else None, actor=user.username if user else None,
                  subject=f"user:{user.username}" if user else None, context=context, secret=secret,
-                 details={"username": username[:100], **details})
+                 details={**typed, **details})
     return SignInError(message, status=429 if "too many" in message else 403)
 
 
@@ -135,7 +138,9 @@ def check_password(session: Session, username: str, password: str, *, limiter: A
     user = _find_user(session, username)
     lock = limiter.locked("password", username.strip(), context.ip)
     if lock is not None:
-        raise _refuse(session, "login.locked", user, username, context, secret, lock.message, scope=lock.scope)
+        if limiter.may_record(context.ip):
+            raise _refuse(session, "login.locked", user, username, context, secret, lock.message, scope=lock.scope)
+        raise SignInError(lock.message, status=429)
     ok = passwords.verify_password(user.password_hash if user else _DUMMY_HASH, password)
     if not ok or user is None or not user.is_active:
         lock = limiter.failed("password", username.strip(), context.ip)

@@ -4,11 +4,13 @@ password, second factors, API tokens, the account's history (HTTP only: the logi
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import or_, select
 
@@ -33,8 +35,10 @@ from bastion.web.session import (
     WebRedirect,
     bastion_of,
     check_csrf_header,
-    checked_form,
     context_of,
+    csrf_form,
+    csrf_json,
+    form_values,
     load_user,
     pending_user,
     require_reauth,
@@ -92,14 +96,19 @@ def register_page(request: Request) -> Response:
 
 
 @router.post("/register")
-async def register(request: Request) -> Response:
-    form = await checked_form(request)
+def register(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     bastion = bastion_of(request)
     name, email = form.get("username", "").strip(), form.get("email", "").strip()
     password, confirm = form.get("password", ""), form.get("password_confirm", "")
     if password != confirm:
         return render_page(request, "register.html", status=400, form={"username": name, "email": email},
                            error="the two passwords differ: type the same password twice")
+    address = context_of(request).ip or "-"
+    lock = limiter_of(request).locked("signup", address, None)
+    if lock is not None:
+        return render_page(request, "register.html", status=429, form={"username": name, "email": email},
+                           error=f"too many new accounts from your network address: try again in "
+                                 f"{max(1, lock.retry_after // 60)} minutes")
     try:
         with bastion.db.write() as session:
             user = service.register_user(session, name, email, password, context=context_of(request),
@@ -111,6 +120,7 @@ async def register(request: Request) -> Response:
                                       context=context_of(request), secret=bastion.secret)
     except ServiceError as exc:
         return _refusal(request, "register.html", exc, form={"username": name, "email": email})
+    limiter_of(request).failed("signup", address, None)  # counts registrations per address
     send(request, message)
     response = redirect("/account/", flash=f"Welcome, {signed.user.username}. We sent a link to {email}: "
                                           "follow it to verify your address.")
@@ -132,8 +142,7 @@ def verify_email(request: Request, token: str = "") -> Response:
 
 
 @router.post("/verify-email/resend")
-async def resend_verification(request: Request) -> Response:
-    await checked_form(request)
+def resend_verification(request: Request, _form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     bastion = bastion_of(request)
     with bastion.db.read() as session:
@@ -154,8 +163,7 @@ def login_page(request: Request, next: str = "") -> Response:
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
-    form = await checked_form(request)
+def login(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     bastion = bastion_of(request)
     target = safe_next(form.get("next"))
     username = form.get("username", "")
@@ -201,8 +209,7 @@ def _offered(form: dict[str, str]) -> SecondFactor:
 
 
 @router.post("/login/2fa")
-async def second_factor(request: Request) -> Response:
-    form = await checked_form(request)
+def second_factor(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     return _finish_second_factor(request, _offered(form), safe_next(form.get("next")))
 
 
@@ -254,39 +261,35 @@ def _webauthn_options(request: Request, who: Any) -> Response:
             if browser is None:
                 raise ServiceError("your session has expired: sign in again", status=403)
             options, challenge = mfa.webauthn_authentication_options(session, load_user(session, who), rp_id=rp_id)
-            browser.challenge = challenge
+            browser.challenge = "auth:" + challenge
     except ServiceError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     return Response(options, media_type="application/json")
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise ServiceError("expected a JSON object")
-    return body
+NOT_JSON = JSONResponse({"error": "expected a JSON object"}, status_code=400)
 
 
-def _challenge_of(request: Request, who: Any) -> str:
+def _challenge_of(request: Request, who: Any, purpose: str) -> str:
+    """The pending WebAuthn challenge of this session, if it was issued for ``purpose``
+    (``auth`` or ``reg``): a challenge issued to sign in cannot register a key, nor the reverse."""
     with bastion_of(request).db.read() as session:
         browser = load_session(session, who.cookie)
-        if browser is None or not browser.challenge:
+        pending = browser.challenge if browser is not None else None
+        if not pending or not pending.startswith(purpose + ":"):
             raise ServiceError("no security-key challenge is pending: press the button again", status=400)
-        return browser.challenge
+        return pending[len(purpose) + 1:]
 
 
 @router.post("/login/webauthn/verify")
-async def login_webauthn_verify(request: Request) -> Response:
-    check_csrf_header(request)
+def login_webauthn_verify(request: Request, body: dict[str, Any] | None = Depends(csrf_json)) -> Response:
     pending = pending_user(request)
     if pending is None:
         return JSONResponse({"error": "sign in with your password first"}, status_code=403)
+    if body is None:
+        return NOT_JSON
     try:
-        body = await _json_body(request)
-        challenge = _challenge_of(request, pending)
+        challenge = _challenge_of(request, pending, "auth")
     except ServiceError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     rp_id, origin = webauthn_origin(request)
@@ -296,8 +299,7 @@ async def login_webauthn_verify(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    await checked_form(request)
+def logout(request: Request, _form: dict[str, str] = Depends(csrf_form)) -> Response:
     bastion = bastion_of(request)
     user = getattr(request.state, "web_user", None)
     if user is not None:
@@ -325,8 +327,7 @@ def reauth_page(request: Request, next: str = "") -> Response:
 
 
 @router.post("/reauth")
-async def reauth(request: Request) -> Response:
-    form = await checked_form(request)
+def reauth(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     return _reauth(request, form, None)
 
 
@@ -337,12 +338,12 @@ def reauth_webauthn_options(request: Request) -> Response:
 
 
 @router.post("/reauth/webauthn/verify")
-async def reauth_webauthn_verify(request: Request) -> Response:
-    check_csrf_header(request)
+def reauth_webauthn_verify(request: Request, body: dict[str, Any] | None = Depends(csrf_json)) -> Response:
     user = signed_in(request, enforce_mfa_policy=False)
+    if body is None:
+        return NOT_JSON
     try:
-        body = await _json_body(request)
-        challenge = _challenge_of(request, user)
+        challenge = _challenge_of(request, user, "auth")
     except ServiceError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     rp_id, origin = webauthn_origin(request)
@@ -366,6 +367,8 @@ def _reauth(request: Request, form: dict[str, str], offered: SecondFactor | None
             if browser is None:
                 raise SignInError("your session has expired: sign in again")
             row = load_user(session, user)
+            if offered is not None and offered.webauthn is not None:
+                browser.challenge = None  # one assertion per challenge, right or wrong
             try:
                 reauthenticate(session, browser, row, form.get("password", ""), offered,
                                limiter=limiter_of(request), key=encryption_key(request), context=context_of(request),
@@ -398,18 +401,21 @@ def reset_request_page(request: Request, token: str = "") -> Response:
 
 
 @router.post("/reset-password/request")
-async def reset_request(request: Request) -> Response:
-    form = await checked_form(request)
+def reset_request(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     bastion = bastion_of(request)
     wanted = form.get("username", "").strip().lower()
     messages = []
+    if limiter_of(request).locked("reset", wanted, context_of(request).ip) is not None:
+        wanted = ""  # the same answer, but no more mail to that inbox for now
     with bastion.db.read() as session:
         user = session.execute(
             select(User).where(or_(User.username_key == wanted, User.email == form.get("username", "").strip()))
-        ).scalars().first()
+        ).scalars().first() if wanted else None
         if user is not None and user.is_active:
             link = f"{base_url(request)}/account/reset-password?token={service.password_reset_token(bastion.secret, user)}"
             messages.extend(notifications.password_reset(user, link))
+    if wanted:
+        limiter_of(request).failed("reset", wanted, context_of(request).ip)
     send(request, messages)
     # The same answer whether or not the account exists: no probing for usernames or addresses.
     return render_page(request, "message.html", title="Check your email",
@@ -418,8 +424,7 @@ async def reset_request(request: Request) -> Response:
 
 
 @router.post("/reset-password")
-async def reset_password(request: Request) -> Response:
-    form = await checked_form(request)
+def reset_password(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     bastion = bastion_of(request)
     token = form.get("token", "")
     if form.get("password", "") != form.get("password_confirm", ""):
@@ -447,8 +452,7 @@ def account_page(request: Request) -> Response:
 
 
 @router.post("/password")
-async def change_password(request: Request) -> Response:
-    form = await checked_form(request)
+def change_password(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     bastion = bastion_of(request)
     if form.get("new_password", "") != form.get("new_password_confirm", ""):
@@ -458,7 +462,8 @@ async def change_password(request: Request) -> Response:
             row = load_user(session, user)
             try:
                 service.change_password(session, row, form.get("current_password", ""), form.get("new_password", ""),
-                                        context=context_of(request), secret=bastion.secret)
+                                        context=context_of(request), secret=bastion.secret,
+                                        limiter=limiter_of(request))
             except ServiceError:
                 session.commit()
                 raise
@@ -497,11 +502,9 @@ def mfa_page(request: Request) -> Response:
 
 
 @router.post("/2fa/totp/begin")
-async def totp_begin(request: Request) -> Response:
-    await checked_form(request)
+def totp_begin(request: Request, _form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
-    if user.has_2fa:
-        require_reauth(request, user)
+    require_reauth(request, user)  # even the first factor: a stolen cookie must not enroll one
     bastion = bastion_of(request)
     secret_b32 = mfa.new_totp_secret()
     with bastion.db.write() as session:
@@ -520,8 +523,7 @@ def _totp_enroll_page(request: Request, user: Any, secret_b32: str, *, error: st
 
 
 @router.post("/2fa/totp/confirm")
-async def totp_confirm(request: Request) -> Response:
-    form = await checked_form(request)
+def totp_confirm(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     bastion = bastion_of(request)
     key = encryption_key(request)
@@ -552,8 +554,7 @@ async def totp_confirm(request: Request) -> Response:
 
 
 @router.post("/2fa/totp/remove")
-async def totp_remove(request: Request) -> Response:
-    await checked_form(request)
+def totp_remove(request: Request, _form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     require_reauth(request, user)
     bastion = bastion_of(request)
@@ -569,8 +570,7 @@ async def totp_remove(request: Request) -> Response:
 
 
 @router.post("/2fa/recovery-codes")
-async def recovery_codes(request: Request) -> Response:
-    await checked_form(request)
+def recovery_codes(request: Request, _form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     if not user.has_2fa:
         return _mfa_page(request, user, status=400, error="recovery codes come with a second factor: enroll one first")
@@ -586,8 +586,7 @@ async def recovery_codes(request: Request) -> Response:
 def webauthn_register_options(request: Request) -> Response:
     check_csrf_header(request)
     user = signed_in(request)
-    if user.has_2fa:
-        require_reauth(request, user)
+    require_reauth(request, user)  # even the first factor: a stolen cookie must not enroll one
     bastion = bastion_of(request)
     rp_id, _ = webauthn_origin(request)
     try:
@@ -595,21 +594,22 @@ def webauthn_register_options(request: Request) -> Response:
             options, challenge = mfa.webauthn_registration_options(session, load_user(session, user), rp_id=rp_id)
             browser = load_session(session, user.cookie)
             assert browser is not None
-            browser.challenge = challenge
+            browser.challenge = "reg:" + challenge
     except ServiceError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     return Response(options, media_type="application/json")
 
 
 @router.post("/2fa/webauthn/register")
-async def webauthn_register(request: Request) -> Response:
-    check_csrf_header(request)
+def webauthn_register(request: Request, body: dict[str, Any] | None = Depends(csrf_json)) -> Response:
     user = signed_in(request)
+    require_reauth(request, user)  # a stolen cookie must not be able to plant a lasting second factor
     bastion = bastion_of(request)
     rp_id, origin = webauthn_origin(request)
+    if body is None:
+        return NOT_JSON
     try:
-        body = await _json_body(request)
-        challenge = _challenge_of(request, user)
+        challenge = _challenge_of(request, user, "reg")
         with bastion.db.write() as session:
             row = load_user(session, user)
             try:
@@ -625,35 +625,38 @@ async def webauthn_register(request: Request) -> Response:
     except ServiceError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     if codes:
-        # Shown once, on the page the script navigates to.
+        # Shown once, on the page the script navigates to; the nonce keeps a cross-site link from
+        # spending that one display.
+        nonce = secrets.token_urlsafe(16)
         with bastion.db.write() as session:
             browser = load_session(session, user.cookie)
             if browser is not None:
-                browser.challenge = "codes:" + mfa.encrypt_secret(encryption_key(request), json.dumps(codes))
-        return JSONResponse({"redirect": "/account/2fa/recovery-codes/new"})
+                browser.challenge = f"codes:{nonce}:" + mfa.encrypt_secret(encryption_key(request), json.dumps(codes))
+        return JSONResponse({"redirect": f"/account/2fa/recovery-codes/new?n={nonce}"})
     return JSONResponse({"redirect": "/account/2fa"})
 
 
 @router.get("/2fa/recovery-codes/new")
-def new_recovery_codes(request: Request) -> Response:
+def new_recovery_codes(request: Request, n: str = "") -> Response:
     user = signed_in(request)
     bastion = bastion_of(request)
     with bastion.db.write() as session:
         browser = load_session(session, user.cookie)
         pending = browser.challenge if browser is not None else None
-        if browser is not None and pending and pending.startswith("codes:"):
+        _, nonce, sealed = (pending or "").split(":", 2) if (pending or "").count(":") >= 2 else ("", "", "")
+        if browser is not None and pending and pending.startswith("codes:") and n and \
+                hmac.compare_digest(nonce.encode(), n.encode()):
             browser.challenge = None  # shown once
         else:
-            pending = None
-    if not pending:
+            sealed = ""
+    if not sealed:
         raise WebRedirect("/account/2fa")
-    codes = json.loads(mfa.decrypt_secret(encryption_key(request), pending[6:]))
+    codes = json.loads(mfa.decrypt_secret(encryption_key(request), sealed))
     return render_page(request, "recovery_codes.html", codes=codes, flash="Your security key is registered.")
 
 
 @router.post("/2fa/webauthn/{credential_id}/rename")
-async def webauthn_rename(request: Request, credential_id: int) -> Response:
-    form = await checked_form(request)
+def webauthn_rename(request: Request, credential_id: int, form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     bastion = bastion_of(request)
     try:
@@ -666,8 +669,7 @@ async def webauthn_rename(request: Request, credential_id: int) -> Response:
 
 
 @router.post("/2fa/webauthn/{credential_id}/remove")
-async def webauthn_remove(request: Request, credential_id: int) -> Response:
-    await checked_form(request)
+def webauthn_remove(request: Request, credential_id: int, _form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     require_reauth(request, user)
     bastion = bastion_of(request)
@@ -712,16 +714,14 @@ def tokens_page(request: Request) -> Response:
 
 
 @router.post("/tokens")
-async def create_token(request: Request) -> Response:
-    form = await checked_form(request)
+def create_token(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     require_reauth(request, user)
     if not user.email_verified:
         return _tokens_page(request, user, status=403, form=form,
                             error="verify your email address before creating API tokens (see your account page)")
     bastion = bastion_of(request)
-    raw_form = await request.form()
-    projects = [str(p) for p in raw_form.getlist("projects") if str(p)]
+    projects = [p for p in form_values(request, "projects") if p]
     scope = form.get("scope", "all")
     expires = form.get("expires", bastion.settings.token_default_expiry)
     try:
@@ -759,8 +759,7 @@ def _project_ids(session: Any, names: tuple[str, ...]) -> list[int]:
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def revoke_token(request: Request, token_id: str) -> Response:
-    await checked_form(request)
+def revoke_token(request: Request, token_id: str, _form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     bastion = bastion_of(request)
     try:

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import readme_renderer.markdown
 import readme_renderer.rst
 import readme_renderer.txt
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 from packaging.utils import canonicalize_name
@@ -40,7 +40,7 @@ from bastion.settings import MFA_POLICIES
 from bastion.simple.serve import ByteBudgetCache
 from bastion.web.account import base_url, redirect, send
 from bastion.web.render import render_page
-from bastion.web.session import WebUser, bastion_of, checked_form, context_of, require_reauth, signed_in
+from bastion.web.session import WebUser, bastion_of, context_of, csrf_form, require_reauth, signed_in
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("bastion.web")
@@ -255,8 +255,7 @@ MANAGE_ACTIONS = {"add_role": _add_role, "remove_role": _remove_role, "set_mfa":
 
 
 @router.post("/projects/{name}/manage")
-async def manage(request: Request, name: str) -> Response:
-    form = await checked_form(request)
+def manage(request: Request, name: str, form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     normalized = _canonical(name)
     if normalized is None:
@@ -280,8 +279,7 @@ async def manage(request: Request, name: str) -> Response:
 
 
 @router.post("/projects/{name}/delete")
-async def delete_project(request: Request, name: str) -> Response:
-    form = await checked_form(request)
+def delete_project(request: Request, name: str, form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = signed_in(request)
     normalized = _canonical(name)
     if normalized is None:
@@ -414,8 +412,7 @@ def admin_page(request: Request, users_page: str = "1") -> Response:
 
 
 @router.post("/admin/policy")
-async def admin_policy(request: Request) -> Response:
-    form = await checked_form(request)
+def admin_policy(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Response:
     user = _admin(request, Permission.SET_POLICY)
     if isinstance(user, Response):
         return user

@@ -242,11 +242,42 @@ async def checked_form(request: Request) -> dict[str, str]:
     if not isinstance(token, str):
         token = request.headers.get("x-csrf-token")
     if not csrf_valid(bastion_of(request).secret, getattr(request.state, "csrf_seed", None), token):
-        _refuse_csrf(request)
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(_refuse_csrf, request)  # records the event, raises CsrfRefused
+    request.state.raw_form = form
     if any("\x00" in key or (isinstance(value, str) and "\x00" in value) for key, value in form.multi_items()):
         # PostgreSQL text cannot hold NUL: refused here rather than failing deep in a query.
         raise ServiceError("a form field contains a NUL character: remove it and submit the form again")
     return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+async def csrf_form(request: Request) -> dict[str, str]:
+    """Dependency of every form route: the CSRF-checked form. The route itself is then a plain
+    ``def``, which FastAPI runs in the thread pool: password hashing and database work never block
+    the event loop that also serves /simple/ and the files."""
+    return await checked_form(request)
+
+
+async def csrf_json(request: Request) -> dict[str, Any] | None:
+    """Dependency of the WebAuthn script's JSON routes: CSRF from ``X-CSRF-Token``, then the body
+    (None when it is not a JSON object)."""
+    from starlette.concurrency import run_in_threadpool
+
+    if not csrf_valid(bastion_of(request).secret, getattr(request.state, "csrf_seed", None),
+                      request.headers.get("x-csrf-token")):
+        await run_in_threadpool(_refuse_csrf, request)
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def form_values(request: Request, key: str) -> list[str]:
+    """Every value of a repeated form field (checkboxes), from the form ``csrf_form`` read."""
+    raw = getattr(request.state, "raw_form", None)
+    return [v for v in raw.getlist(key) if isinstance(v, str)] if raw is not None else []
 
 
 def check_csrf_header(request: Request) -> None:
@@ -259,6 +290,8 @@ def check_csrf_header(request: Request) -> None:
 def _refuse_csrf(request: Request) -> None:
     bastion = bastion_of(request)
     user = getattr(request.state, "web_user", None)
+    if user is None and not bastion.limiter.may_record(context_of(request).ip):
+        raise CsrfRefused()  # an anonymous flood: refused, but no longer written down
     with bastion.db.write() as session:
         record_event(session, "csrf.refused", actor_id=user.id if user else None,
                      actor=user.username if user else None, subject=f"user:{user.username}" if user else None,
