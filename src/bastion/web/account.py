@@ -19,6 +19,7 @@ from bastion.accounts.models import ApiToken, User
 from bastion.accounts.ratelimit import AttemptLimiter
 from bastion.accounts.sessions import (
     ACTIVE,
+    create_session,
     SecondFactor,
     SignInError,
     complete_sign_in,
@@ -28,7 +29,7 @@ from bastion.accounts.sessions import (
     sign_in_password,
 )
 from bastion.errors import ServiceError
-from bastion.events import Event
+from bastion.events import Event, record_event
 from bastion.settings import SettingsError, parse_duration
 from bastion.web.render import render_page
 from bastion.web.session import (
@@ -115,16 +116,20 @@ def register(request: Request, form: dict[str, str] = Depends(csrf_form)) -> Res
                                          secret=bastion.secret)
             link = f"{base_url(request)}/account/verify-email?token={service.email_verification_token(bastion.secret, user)}"
             message = notifications.verify_email(user, link)
-            signed = sign_in_password(session, name, password, limiter=limiter_of(request),
-                                      lifetime=bastion.settings.duration("session_lifetime"),
-                                      context=context_of(request), secret=bastion.secret)
+            # Signed in at once, without hashing the password a second time.
+            cookie = create_session(session, user, state=ACTIVE, context=context_of(request),
+                                    lifetime=bastion.settings.duration("session_lifetime"), secret=bastion.secret,
+                                    reauthenticated=True)
+            record_event(session, "login.succeeded", actor_id=user.id, actor=user.username,
+                         subject=f"user:{user.username}", context=context_of(request), secret=bastion.secret,
+                         details={"second_factor": "none", "via": "registration"})
     except ServiceError as exc:
         return _refusal(request, "register.html", exc, form={"username": name, "email": email})
     limiter_of(request).failed("signup", address, None)  # counts registrations per address
     send(request, message)
-    response = redirect("/account/", flash=f"Welcome, {signed.user.username}. We sent a link to {email}: "
+    response = redirect("/account/", flash=f"Welcome, {name}. We sent a link to {email}: "
                                           "follow it to verify your address.")
-    set_session_cookie(response, request, signed.cookie)
+    set_session_cookie(response, request, cookie)
     return response
 
 
