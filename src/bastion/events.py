@@ -105,6 +105,28 @@ def record_event(
     return event
 
 
+EVENTS_PER_PAGE = 100
+
+
+def list_events(session: Session, *where: Any, before: int | None = None,
+                limit: int = EVENTS_PER_PAGE) -> list[Event]:
+    """One page of events matching every ``where`` clause, newest first; ``before`` (the last id
+    seen, clamped to the id column's range: any number is a valid page) gives the next page."""
+    query = select(Event)
+    for clause in where:
+        query = query.where(clause)
+    if before is not None:
+        query = query.where(Event.id < min(max(before, 0), 2**31 - 1))
+    return list(session.execute(query.order_by(Event.id.desc()).limit(limit)).scalars())
+
+
+def events_of_user(session: Session, user_id: int, username: str, *, before: int | None = None) -> list[Event]:
+    """What a user did, and what was done to their account."""
+    from sqlalchemy import or_
+
+    return list_events(session, or_(Event.actor_id == user_id, Event.subject == f"user:{username}"), before=before)
+
+
 @dataclass(frozen=True)
 class ChainReport:
     """The result of re-computing the audit chain."""

@@ -19,7 +19,7 @@ from bastion.accounts.service import get_user
 from bastion.accounts.policy import mfa_policy, project_requires_mfa
 from bastion.authz import Permission, Principal, decide, role_grant_refusal
 from bastion.errors import Conflict, Forbidden, NotFound, ServiceError
-from bastion.events import CLI_CONTEXT, Event, RequestContext, record_event
+from bastion.events import CLI_CONTEXT, EVENTS_PER_PAGE, Event, RequestContext, list_events, record_event
 from bastion.insights.models import CriticalProject, DownloadCount
 from bastion.mail import Message
 from bastion.packaging import names
@@ -268,7 +268,6 @@ def set_yanked(session: Session, project_name: str, version: str, *, yanked: boo
 # ---------------------------------------------------------------------------------------------
 
 PROJECTS_PER_PAGE = 50
-EVENTS_PER_PAGE = 100
 MAX_SEARCH_LENGTH = 200
 
 
@@ -555,10 +554,7 @@ def project_history(session: Session, name: str, *, principal: Principal | None,
     last id seen as ``before`` for the next page."""
     project = get_project(session, name)
     authorize(session, principal, Permission.VIEW_PROJECT_HISTORY, project)
-    query = select(Event).where(Event.subject == f"project:{project.normalized_name}")
-    if before is not None:
-        query = query.where(Event.id < before)
-    return list(session.execute(query.order_by(Event.id.desc()).limit(limit)).scalars())
+    return list_events(session, Event.subject == f"project:{project.normalized_name}", before=before, limit=limit)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from bastion.accounts.sessions import (
     sign_in_password,
 )
 from bastion.errors import ServiceError
-from bastion.events import Event, record_event
+from bastion.events import EVENTS_PER_PAGE, events_of_user, record_event
 from bastion.settings import SettingsError, parse_duration
 from bastion.web.render import render_page
 from bastion.web.session import (
@@ -784,10 +784,7 @@ def revoke_token(request: Request, token_id: str, _form: dict[str, str] = Depend
 def history(request: Request, before: int | None = None) -> Response:
     user = signed_in(request)
     with bastion_of(request).db.read() as session:
-        query = select(Event).where(or_(Event.actor_id == user.id, Event.subject == f"user:{user.username}"))
-        if before is not None:  # clamped to the id column's range: any number is a valid page
-            query = query.where(Event.id < min(max(before, 0), 2**31 - 1))
-        events = session.execute(query.order_by(Event.id.desc()).limit(100)).scalars().all()
-    older = events[-1].id if len(events) == 100 else None
+        events = events_of_user(session, user.id, user.username, before=before)
+    older = events[-1].id if len(events) == EVENTS_PER_PAGE else None
     return render_page(request, "history.html", title="Your account's history", events=events, older=older,
                        base="/account/history")

@@ -33,7 +33,7 @@ from bastion.accounts.models import User
 from bastion.accounts.policy import default_mfa_policy, mfa_policy, set_mfa_policy
 from bastion.authz import Permission, decide
 from bastion.errors import NotFound, ServiceError
-from bastion.events import Event
+from bastion.events import EVENTS_PER_PAGE, Event, list_events
 from bastion.packaging import service
 from bastion.packaging.names import is_valid_name
 from bastion.settings import MFA_POLICIES
@@ -46,7 +46,6 @@ router = APIRouter(include_in_schema=False)
 log = logging.getLogger("bastion.web")
 
 USERS_PER_PAGE = 50
-EVENTS_PER_PAGE = 100
 MFA_POLICY_CHOICES = (
     ("off", "off: only projects whose owners opted in"),
     ("critical", "critical: also the critical (most downloaded) projects"),
@@ -371,16 +370,14 @@ def _matching(column: Any, value: str) -> Any:
 
 
 def _events_page(session: Session, *, action: str, actor: str, subject: str, before: int | None) -> list[Event]:
-    query = select(Event)
+    where = []
     if action:
-        query = query.where(_matching(Event.action, action))
+        where.append(_matching(Event.action, action))
     if actor:
-        query = query.where(_matching(func.lower(Event.actor), actor.lower()))
+        where.append(_matching(func.lower(Event.actor), actor.lower()))
     if subject:
-        query = query.where(_matching(Event.subject, subject))
-    if before is not None:
-        query = query.where(Event.id < before)
-    return list(session.execute(query.order_by(Event.id.desc()).limit(EVENTS_PER_PAGE)).scalars())
+        where.append(_matching(Event.subject, subject))
+    return list_events(session, *where, before=before, limit=EVENTS_PER_PAGE)
 
 
 def _admin(request: Request, permission: Permission) -> WebUser | Response:
