@@ -39,7 +39,7 @@ import pytest
 from bastion.web.render import CONTENT_SECURITY_POLICY
 
 from tests.conftest import _sqlite_copy
-from tests.integration.conftest import BASTION, PYTHON, TWINE, clean_env, run
+from tests.integration.conftest import BASTION, PYTHON, TWINE, _free_port, clean_env, run
 from tests.mailbox import Mailbox
 
 CHROMIUM = Path(os.environ.get("BASTION_TEST_CHROMIUM") or "/usr/bin/chromium")
@@ -301,14 +301,6 @@ class Site:
         return run([PYTHON, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
                     "--target", str(target), "--index-url", f"{self.url}/simple/", *args],
                    env=self.client_env)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_healthy(site: Site) -> None:
