@@ -174,6 +174,7 @@ def _pg_module_database() -> Iterator[Engine]:
     import bastion.insights.models  # noqa: F401
     import bastion.packaging.models  # noqa: F401
     import bastion.simple.models  # noqa: F401
+    import bastion.tuf.models  # noqa: F401
 
     name = _create_pg_database("bastion_m", template=_pg_template())
     engine = create_engine(_pg_url_for(name), poolclass=NullPool)

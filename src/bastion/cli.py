@@ -89,6 +89,7 @@ def serve(host: str, port: int, workers: int | None, data_dir: str | None) -> No
         _fail(str(exc), 2)
     except Exception as exc:  # database unreachable, unwritable data dir...
         _fail(f"cannot prepare the data dir or database: {exc}", 2)
+    _prepare_tuf(settings)
     os.environ["BASTION_DATA_DIR"] = str(settings.data_dir)
     if settings.workers > 1 and settings.rate_limit_storage.startswith("memory://"):
         err.print(
@@ -114,6 +115,31 @@ def serve(host: str, port: int, workers: int | None, data_dir: str | None) -> No
         server_header=False,
         log_level="warning",
     )
+
+
+def _prepare_tuf(settings: Any) -> None:
+    """Open (or create, with a development key set) the TUF repository and check the online
+    signer before serving: a server whose signing is configured but broken does not start."""
+    from bastion.services import Bastion
+    from bastion.tuf.keys import TufError
+    from bastion.tuf.service import DEVELOPMENT_WARNING, prepare
+
+    bastion = Bastion(settings, run_migrations=False)
+    try:
+        signer = prepare(bastion, announce=False)
+        if signer is not None:
+            with bastion.db.read() as session:
+                from bastion.tuf.repository import repository_row
+
+                repo = repository_row(session)
+                development = bool(repo and repo.development_keys)
+            if development:
+                err.print(f"[bold yellow]warning:[/] {escape(DEVELOPMENT_WARNING.format(keys=settings.tuf_keys_dir))}",
+                          highlight=False)
+    except TufError as exc:
+        _fail(f"TUF signing is configured but cannot work: {exc}", 2)
+    finally:
+        bastion.db.dispose()
 
 
 @main.group()
@@ -457,6 +483,16 @@ def insights_recompute(data_dir: str | None) -> None:
 
     marked = _run(data_dir, action)
     click.echo(f"newly critical: {', '.join(marked)}" if marked else "no project newly critical")
+
+
+def _register_commands() -> None:
+    """Commands that live with the domain they operate on."""
+    from bastion.tuf.cli import tuf
+
+    main.add_command(tuf)
+
+
+_register_commands()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import tempfile
 from datetime import timedelta
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from bastion.db import Database, migrate
 from bastion.insights.downloads import DownloadCounter
@@ -16,6 +17,9 @@ from bastion.settings import Settings, ensure_data_dir, read_encryption_key, rea
 from bastion.storage.interface import BlobStore
 from bastion.storage.local import LocalBlobStore
 from bastion.tasks import TaskRunner, ThreadTaskRunner
+
+if TYPE_CHECKING:
+    from bastion.tuf.service import SnapshotWorker
 
 mail_logger = logging.getLogger("bastion.mail")
 
@@ -40,6 +44,7 @@ class Bastion:
         self._periodic_registered = False
         self._limiter: AttemptLimiter | None = None
         self._encryption_key: bytes | None = None
+        self.tuf_worker: SnapshotWorker | None = None
 
     def start_background(self) -> None:
         """Start running background and periodic tasks (the server does this; the CLI does not)."""
@@ -52,13 +57,32 @@ class Bastion:
             # Hourly, though the work is daily: it is idempotent, and a server restarted more often
             # than daily would otherwise never reach its first run.
             self.tasks.every("daily_insights", timedelta(hours=1), lambda: daily_insights(self))
+            self._start_tuf()
         self.tasks.start()
+
+    def _start_tuf(self) -> None:
+        """Open the TUF repository (TufError if signing is configured but broken), start the
+        snapshot worker, re-sign what is stale now and then every ``tuf_refresh_interval``."""
+        from bastion.tuf.service import SnapshotWorker, prepare, run_refresh
+
+        signer = prepare(self)
+        if signer is None:
+            return
+        self.tuf_worker = SnapshotWorker(self, signer)
+        self.tuf_worker.start()
+        worker = self.tuf_worker
+        self.tasks.every("tuf_refresh", self.settings.duration("tuf_refresh_interval"),
+                         lambda: run_refresh(self, worker.current_signer()))
+        # A server that was down for a day starts with fresh metadata.
+        self.tasks.submit("tuf_refresh", lambda: run_refresh(self, worker.current_signer()))
 
     def stop_background(self, timeout: float = 10.0) -> None:
         """Finish queued work (mail) for at most ``timeout`` seconds, write the buffered download
         counts, stop the worker (idempotent)."""
         from bastion.insights.tasks import flush_downloads
 
+        if self.tuf_worker is not None:
+            self.tuf_worker.stop()
         self.tasks.stop(timeout=timeout)
         try:
             flush_downloads(self)
@@ -97,6 +121,8 @@ class Bastion:
         with os.fdopen(fd, "w") as handle:
             handle.write(str(serial))
         os.replace(tmp, path)
+        if self.tuf_worker is not None:
+            self.tuf_worker.wake()  # sign the change now rather than at the next poll
 
     def close(self) -> None:
         self.stop_background()

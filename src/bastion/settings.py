@@ -147,6 +147,52 @@ class Settings:
     download_flush_interval: str = "10s"
     """How often buffered download counts are written to the database."""
 
+    tuf: str = "on"
+    """``on``: sign every simple page and file with PEP 458 TUF metadata (served at /tuf/metadata/);
+    ``off``: serve no TUF metadata."""
+
+    tuf_bins: int = 256
+    """Number of succinct hash bins (TAP 15) the targets are spread over: a power of two from 2 to
+    16384, fixed when the repository is created. See the README for how to choose."""
+
+    tuf_online_signer: str = ""
+    """securesystemslib private-key URI of the online key (timestamp, snapshot, bins), e.g.
+    ``file2:/path/online.pem``, ``gcpkms:...``, ``hsm:...``; empty means
+    ``file2:<data_dir>/tuf/keys/online.pem``."""
+
+    tuf_window: str = "1s"
+    """Longest time an upload waits before the snapshot worker signs it."""
+
+    tuf_timestamp_expiry: str = "1d"
+    """Lifetime of each timestamp (PEP 458: 1 day)."""
+
+    tuf_snapshot_expiry: str = "1d"
+    """Lifetime of each snapshot (PEP 458: 1 day)."""
+
+    tuf_bins_expiry: str = "1d"
+    """Lifetime of each bin-n role (PEP 458: 1 day)."""
+
+    tuf_targets_expiry: str = "365d"
+    """Lifetime of the targets role (signed with the offline targets key)."""
+
+    tuf_root_expiry: str = "365d"
+    """Lifetime of root (signed with the offline root keys)."""
+
+    tuf_refresh_interval: str = "1h"
+    """How often the refresh task re-signs online roles that have used half their lifetime."""
+
+    tuf_gc_grace: str = "1h"
+    """How long superseded snapshots, bins and page versions stay downloadable (every root stays)."""
+
+    @property
+    def tuf_keys_dir(self) -> Path:
+        """Where ``bastion serve`` keeps a development key set and ``bastion tuf init`` writes keys."""
+        return self.data_dir / "tuf" / "keys"
+
+    @property
+    def effective_tuf_online_signer(self) -> str:
+        return self.tuf_online_signer or f"file2:{(self.tuf_keys_dir / 'online.pem').resolve()}"
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "bastion.db"
@@ -268,6 +314,8 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None, **overrides: A
 MFA_POLICIES = ("off", "critical", "all-uploaders", "everyone")
 SMTP_TLS_MODES = ("off", "starttls", "ssl")
 COOKIE_SECURE_MODES = ("auto", "always", "never")
+TUF_MODES = ("on", "off")
+TUF_BIN_COUNTS = tuple(2 ** bits for bits in range(1, 15))
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -280,7 +328,15 @@ def validate(settings: Settings) -> None:
     _choice("BASTION_MFA_POLICY", settings.mfa_policy, MFA_POLICIES)
     _choice("BASTION_SMTP_TLS", settings.smtp_tls, SMTP_TLS_MODES)
     _choice("BASTION_COOKIE_SECURE", settings.cookie_secure, COOKIE_SECURE_MODES)
-    for name in ("critical_window", "session_lifetime", "reauth_window", "download_flush_interval"):
+    _choice("BASTION_TUF", settings.tuf, TUF_MODES)
+    if settings.tuf_bins not in TUF_BIN_COUNTS:
+        raise SettingsError(
+            f"invalid value {settings.tuf_bins} for BASTION_TUF_BINS: use a power of two from 2 to 16384 "
+            "(256 for up to about 100,000 files, 16384 at PyPI's scale)"
+        )
+    for name in ("critical_window", "session_lifetime", "reauth_window", "download_flush_interval",
+                 "tuf_window", "tuf_timestamp_expiry", "tuf_snapshot_expiry", "tuf_bins_expiry",
+                 "tuf_targets_expiry", "tuf_root_expiry", "tuf_refresh_interval", "tuf_gc_grace"):
         parse_duration(getattr(settings, name), what=f"BASTION_{name.upper()}")
     for name in ("login_attempts", "mfa_attempts"):
         parse_rate(getattr(settings, name), what=f"BASTION_{name.upper()}")

@@ -25,6 +25,7 @@ from bastion.mail import Message
 from bastion.packaging import names
 from bastion.packaging.models import DeletedFilename, File, JournalEntry, Project, Release, Role, RoleName
 from bastion.simple.models import RenderedPage
+from bastion.tuf.repository import enqueue_changed
 from bastion.simple.render import (
     ProjectView,
     ReleaseView,
@@ -643,6 +644,7 @@ def delete_project(session: Session, bastion: Bastion, name: str, *, principal: 
                               json_project_key(normalized)])
         | RenderedPage.key.startswith(f"pypi/{normalized}/", autoescape=True)
     ))
+    enqueue_changed(session, [normalized])  # the next TUF snapshot drops its pages and files
     session.expunge(project)
     session.execute(delete(Project).where(Project.id == project.id))
     entry = JournalEntry(name=normalized, action="remove project", actor_id=principal.user_id if principal else None,

@@ -339,6 +339,19 @@ def store_pages(session: Session, pages: list[Page], serial: int) -> None:
         set_={name: statement.excluded[name] for name in ("content_type", "body", "sha256", "etag", "serial", "updated")},
     )
     session.execute(statement, rows)  # executemany: one cached compiled statement for any page count
+    _queue_for_signing(session, pages)
+
+
+def _queue_for_signing(session: Session, pages: list[Page]) -> None:
+    """Queue the projects whose simple pages changed for the next TUF snapshot, in this transaction."""
+    from bastion.tuf.repository import INDEX_NAME, enqueue_changed
+
+    names = set()
+    for page in pages:
+        parts = page.key.split("/")
+        if parts[0] == "simple":
+            names.add(parts[1] if len(parts) == 3 else INDEX_NAME)
+    enqueue_changed(session, names)
 
 
 _FILE_COLUMNS = (

@@ -26,6 +26,7 @@ from bastion.packaging.models import File, JournalEntry, Project, Release
 from bastion.packaging.names import is_valid_name
 from bastion.services import Bastion
 from bastion.simple.models import RenderedPage
+from bastion.tuf.models import TufHead, TufMetadata, TufPageVersion
 from bastion.simple.render import (
     BASE_PLACEHOLDER,
     SIMPLE_JSON,
@@ -67,6 +68,13 @@ FILE_TYPES = {
     ".tar.gz": b"application/gzip",
     ".metadata": b"text/plain; charset=utf-8",
 }
+TUF_PREFIX = "/tuf/metadata/"
+TUF_CACHE_CONTROL = b"max-age=31536000, public, immutable"  # versioned names never change
+TUF_HEAD_CACHE_CONTROL = b"no-cache"  # timestamp.json and root.json: always the newest
+_TUF_NAME = re.compile(r"^(?:([1-9][0-9]{0,9})\.)?([a-z][a-z0-9-]{0,39})\.json$")
+_PAGE_NAME = re.compile(r"^(?:([0-9a-f]{64})\.)?index\.(html|json)$")
+_HASHED_NAME = re.compile(r"^([0-9a-f]{64})\.(.+)$")
+PAGE_TYPES = {"html": b"text/html; charset=utf-8", "json": SIMPLE_JSON.encode()}
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
 _SEND_CHUNK = 4 * 1024 * 1024
 GZIP_MIN_BYTES = 1024
@@ -137,6 +145,8 @@ class CachedFile:
     size: int
     etag: bytes
     content_type: bytes
+    path: str
+    """The file's own path (a consistent-snapshot name ``<sha256>.<filename>`` maps back to it)."""
 
 
 class ByteBudgetCache:
@@ -200,6 +210,10 @@ class ReadAPI:
         self.serial = ""
         self.next_content_check = 0.0
         self.public_url = bastion.settings.public_url.rstrip("/")
+        self.tuf_on = bastion.settings.tuf == "on"
+        self.tuf_marker_path = str(bastion.settings.data_dir / "tuf.serial")
+        self.tuf_marker: tuple[int, int, int] = (-1, -1, -1)
+        self.tuf_heads: dict[str, tuple[bytes, bytes]] = {}
 
     # -- cache coherence -------------------------------------------------------------------
     def _check_marker(self) -> None:
@@ -293,6 +307,8 @@ class ReadAPI:
             if path.startswith("/pypi/"):
                 self._check_marker()
                 return await self._json_api(scope, send, path)
+            if path.startswith(TUF_PREFIX):
+                return await self._tuf(scope, send, path)
         await self.app(scope, receive, send)
 
     async def _simple(self, scope: Scope, send: Any, path: str) -> None:
@@ -301,6 +317,9 @@ class ReadAPI:
         rest = path[len("/simple/"):]
         if path[len("/simple")] != "/":
             return await _plain(send, 404, b"Not Found\n")
+        parts = rest.split("/")
+        if (len(parts) == 1 and _PAGE_NAME.match(rest)) or (len(parts) == 2 and _PAGE_NAME.match(parts[1])):
+            return await self._named_page(scope, send, parts)
         if rest == "":
             key_base = None
         else:
@@ -336,6 +355,96 @@ class ReadAPI:
             return await _plain(send, 404, b"Not Found: no project of that name on this index\n", vary=True)
         body, etag, encoding = self._encoded(key, page.body, page.etag, headers)
         await _send_page(scope, send, headers, body, etag, content_type, page.serial, vary=True, encoding=encoding)
+
+    async def _named_page(self, scope: Scope, send: Any, parts: list[str]) -> None:
+        """A simple page by its TUF target name (``simple/<name>/index.html``) or its
+        consistent-snapshot name (``simple/<name>/<sha256>.index.html``): exact bytes, no negotiation."""
+        if len(parts) == 2 and (not is_valid_name(parts[0]) or canonicalize_name(parts[0]) != parts[0]):
+            return await _plain(send, 404, b"Not Found: page names use the normalized project name\n")
+        match = _PAGE_NAME.match(parts[-1])
+        assert match is not None
+        digest, fmt = match.groups()
+        key = simple_index_key(fmt) if len(parts) == 1 else simple_detail_key(parts[0], fmt)
+        headers = _headers(scope)
+        if digest is None:
+            page = self._page(key)
+            if page is None and len(parts) == 1:
+                page = self.empty_index[fmt]
+            if page is None:
+                return await _plain(send, 404, b"Not Found: no project of that name on this index\n")
+            body, etag, encoding = self._encoded(key, page.body, page.etag, headers)
+            return await _send_page(scope, send, headers, body, etag, PAGE_TYPES[fmt], page.serial, vary=False,
+                                    encoding=encoding)
+        cache_key = ("page-version", key, digest)
+        hit = self.pages.get(cache_key)
+        if hit is None:
+            with self.bastion.db.engine.connect() as conn:
+                found = conn.execute(select(TufPageVersion.body).where(
+                    TufPageVersion.path == key, TufPageVersion.sha256 == digest)).scalar()
+            if found is None:
+                return await _plain(send, 404, b"Not Found: no signed version of that page has this hash\n")
+            self.pages.put(cache_key, found, len(found) + 200)
+            body = found
+        else:
+            body = hit[0]
+        etag = b'"' + digest[:32].encode() + b'"'
+        body, etag, encoding = self._encoded(cache_key, body, etag, headers)
+        await _send_page(scope, send, headers, body, etag, PAGE_TYPES[fmt], 0, vary=False, encoding=encoding,
+                         cache_control=FILE_CACHE_CONTROL)
+
+    async def _tuf(self, scope: Scope, send: Any, path: str) -> None:
+        """TUF metadata: ``timestamp.json`` (and ``root.json``) as the newest version, every other
+        role at ``<version>.<role>.json`` (consistent snapshots)."""
+        if not self.tuf_on:
+            return await _plain(send, 404, b"Not Found: this index serves no TUF metadata (BASTION_TUF=off)\n")
+        match = _TUF_NAME.match(path[len(TUF_PREFIX):])
+        if match is None:
+            return await _plain(send, 404, b"Not Found: TUF metadata is timestamp.json or <version>.<role>.json\n")
+        version_text, role = match.groups()
+        if version_text is None:
+            if role not in ("timestamp", "root"):
+                return await _plain(send, 404, b"Not Found: consistent snapshots: ask for <version>." +
+                                    role.encode() + b".json\n")
+            self._check_tuf_marker()
+            found = self.tuf_heads.get(role)
+            if found is None:
+                with self.bastion.db.engine.connect() as conn:
+                    body = conn.execute(
+                        select(TufMetadata.body).join(TufHead, (TufHead.role == TufMetadata.role)
+                                                      & (TufHead.version == TufMetadata.version))
+                        .where(TufHead.role == role)).scalar()
+                if body is None:
+                    return await _plain(send, 404, b"Not Found: the TUF repository is not initialised yet\n")
+                found = (body, etag_for(body)[1].encode())
+                self.tuf_heads[role] = found
+            return await _send_metadata(scope, send, found[0], found[1], TUF_HEAD_CACHE_CONTROL)
+        if role == "timestamp":
+            return await _plain(send, 404, b"Not Found: timestamp metadata is served only as timestamp.json\n")
+        cache_key = ("tuf", role, int(version_text))
+        hit = self.pages.get(cache_key)
+        if hit is None:
+            with self.bastion.db.engine.connect() as conn:
+                body = conn.execute(select(TufMetadata.body).where(
+                    TufMetadata.role == role, TufMetadata.version == int(version_text))).scalar()
+            if body is None:
+                return await _plain(send, 404, b"Not Found: no such TUF metadata version\n")
+            found = (body, etag_for(body)[1].encode())
+            self.pages.put(cache_key, found, len(body) + 200)
+        else:
+            found = hit[0]
+        await _send_metadata(scope, send, found[0], found[1], TUF_CACHE_CONTROL)
+
+    def _check_tuf_marker(self) -> None:
+        """Drop the cached timestamp.json and root.json when the snapshot worker of any process
+        replaced the marker file (one ``stat`` per request for them)."""
+        try:
+            st = os.stat(self.tuf_marker_path)
+            marker = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            marker = (0, 0, 0)
+        if marker != self.tuf_marker:
+            self.tuf_marker = marker
+            self.tuf_heads.clear()
 
     async def _json_api(self, scope: Scope, send: Any, path: str) -> None:
         parts = path[len("/pypi/"):].rstrip("/").split("/")
@@ -414,6 +523,7 @@ class ReadAPI:
         return f"{scope.get('scheme', 'http')}://{host}"
 
     def _lookup_file(self, rel: str) -> CachedFile | None:
+        requested = rel
         hit = self.files.get(rel)
         if hit is not None:
             return hit
@@ -425,6 +535,15 @@ class ReadAPI:
             row = conn.execute(
                 select(File.size, File.sha256_digest, File.metadata_sha256).where(File.path == file_path)
             ).first()
+            directory, _, basename = rel.rpartition("/")
+            hashed = _HASHED_NAME.match(basename) if row is None and not is_metadata else None
+            if hashed is not None:  # a TUF consistent-snapshot name: <sha256>.<filename>
+                file_path = f"{directory}/{hashed.group(2)}"
+                row = conn.execute(
+                    select(File.size, File.sha256_digest, File.metadata_sha256)
+                    .where(File.path == file_path, File.sha256_digest == hashed.group(1))
+                ).first()
+                rel = file_path
         entry = None
         if row is not None and (not is_metadata or row.metadata_sha256):
             fs_path = self.bastion.blobs.local_path(rel)
@@ -436,13 +555,13 @@ class ReadAPI:
                 )
                 entry = CachedFile(
                     fs_path=str(fs_path), size=size, etag=f'"{digest}"'.encode(),
-                    content_type=FILE_TYPES.get(suffix, b"application/octet-stream"),
+                    content_type=FILE_TYPES.get(suffix, b"application/octet-stream"), path=rel,
                 )
         if entry is None:
             return None  # misses are not cached (hostile paths must not fill memory)
         if len(self.files) > 100_000:
             self.files.clear()
-        self.files[rel] = entry
+        self.files[requested] = entry
         return entry
 
     async def _file(self, scope: Scope, send: Any, path: str) -> None:
@@ -481,7 +600,7 @@ class ReadAPI:
             if remaining > 0:  # the blob shrank under us: end the response rather than hang
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             elif not rel.endswith(".metadata"):  # a whole distribution file was sent: a download
-                self.bastion.downloads.count(rel)
+                self.bastion.downloads.count(entry.path)
 
 
 def _read_serial(path: str) -> str:
@@ -509,6 +628,17 @@ async def _send_page(scope: Scope, send: Any, headers: dict[bytes, bytes], body:
         out.append((b"content-encoding", b"gzip"))
     out.append((b"vary", b"Accept, Accept-Encoding" if vary else b"Accept-Encoding"))
     inm = headers.get(b"if-none-match")
+    if inm is not None and etag in [t.strip() for t in inm.split(b",")]:
+        await send({"type": "http.response.start", "status": 304, "headers": out})
+        return await send({"type": "http.response.body", "body": b""})
+    out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": out})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def _send_metadata(scope: Scope, send: Any, body: bytes, etag: bytes, cache_control: bytes) -> None:
+    out = [(b"content-type", b"application/json"), (b"etag", etag), (b"cache-control", cache_control)]
+    inm = dict(scope["headers"]).get(b"if-none-match")
     if inm is not None and etag in [t.strip() for t in inm.split(b",")]:
         await send({"type": "http.response.start", "status": 304, "headers": out})
         return await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,1 @@
+"""PEP 458 repository: keys, metadata, the snapshot process; client/ holds the verifying client."""

@@ -1,0 +1,585 @@
+"""The PEP 458 repository: build, sign and store TUF metadata with python-tuf's Metadata API.
+
+Roles: root and targets (offline keys), and timestamp, snapshot and the bin-n roles of a succinct
+hash-bin delegation (TAP 15, online key). Consistent snapshots: every version of every role but
+timestamp is served as ``<version>.<role>.json``; targets are served at ``<sha256>.<name>``.
+
+The snapshot process folds everything queued into new bin versions, then one snapshot, then one
+timestamp, in one database transaction under one lock: concurrent uploads give one linear
+sequence of versions, and a crash leaves the previous complete set served. Targets come from the
+simple pages: a project's pages are targets, and so is every file its JSON page lists, so the page
+that lists a file is signed in the same snapshot as the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from securesystemslib.signer import Key, Signer
+from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+from tuf.api.metadata import (
+    Delegations,
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    SuccinctRoles,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+
+from bastion.db import advisory_lock, utcnow
+from bastion.settings import Settings
+from bastion.simple.models import RenderedPage
+from bastion.simple.render import simple_detail_key, simple_index_key
+from bastion.tuf.keys import TufError
+from bastion.tuf.models import TufHead, TufMetadata, TufPageVersion, TufQueue, TufRepository, TufTarget
+
+logger = logging.getLogger("bastion.tuf")
+
+BIN_PREFIX = "bins"
+LOCK = "bastion:tuf-snapshot"
+INDEX_NAME = ""  # the queue's name for the project list pages (simple/index.*)
+ONLINE_ROLES = (Timestamp.type, Snapshot.type)
+MAX_BATCH = 20_000
+_SERIALIZER = JSONSerializer(compact=True)
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long each role's metadata is valid after signing."""
+
+    root: timedelta
+    targets: timedelta
+    bins: timedelta
+    snapshot: timedelta
+    timestamp: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lifetimes:
+        return cls(
+            root=settings.duration("tuf_root_expiry"),
+            targets=settings.duration("tuf_targets_expiry"),
+            bins=settings.duration("tuf_bins_expiry"),
+            snapshot=settings.duration("tuf_snapshot_expiry"),
+            timestamp=settings.duration("tuf_timestamp_expiry"),
+        )
+
+    def of(self, role: str) -> timedelta:
+        if role.startswith(BIN_PREFIX + "-"):
+            return self.bins
+        return cast(timedelta, getattr(self, role))
+
+
+@dataclass
+class CycleReport:
+    """What one run of the snapshot process signed."""
+
+    queued: int = 0
+    """Queue entries consumed."""
+    projects: int = 0
+    added: int = 0
+    """Targets added or changed."""
+    removed: int = 0
+    bins: dict[str, int] = field(default_factory=dict)
+    """Re-signed bin-n roles and their new versions."""
+    snapshot: int | None = None
+    timestamp: int | None = None
+    oldest_enqueued: datetime | None = None
+
+    @property
+    def signatures(self) -> int:
+        return len(self.bins) + (self.snapshot is not None) + (self.timestamp is not None)
+
+
+def bit_length(bins: int) -> int:
+    return bins.bit_length() - 1
+
+
+def succinct_roles(online_keyid: str, bins: int) -> SuccinctRoles:
+    return SuccinctRoles([online_keyid], 1, bit_length(bins), BIN_PREFIX)
+
+
+def _expiry(now: datetime, lifetime: timedelta) -> datetime:
+    return (now + lifetime).replace(microsecond=0)
+
+
+def metadata_bytes(md: Metadata[Any]) -> bytes:
+    return md.to_bytes(_SERIALIZER)
+
+
+def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
+    if not rows:
+        return
+    table = cast(Table, model.__table__)
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table)
+    columns = [c for c in rows[0] if c not in keys]
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys], set_={c: statement.excluded[c] for c in columns})
+    session.execute(statement, rows)
+
+
+def store_metadata(session: Session, role: str, md: Metadata[Any], now: datetime) -> bytes:
+    """Store one signed version of ``role`` and make it the role's head; returns its bytes."""
+    return store_many(session, [(role, md)], now)[role]
+
+
+def store_many(session: Session, signed: list[tuple[str, Metadata[Any]]], now: datetime) -> dict[str, bytes]:
+    """Store signed versions in bulk (one insert, one head upsert, one superseded update)."""
+    rows = []
+    heads = []
+    bodies: dict[str, bytes] = {}
+    for role, md in signed:
+        body = metadata_bytes(md)
+        bodies[role] = body
+        expires = md.signed.expires
+        rows.append({"role": role, "version": md.signed.version, "body": body, "expires": expires,
+                     "created": now, "superseded": None})
+        heads.append({"role": role, "version": md.signed.version, "expires": expires})
+    if not rows:
+        return bodies
+    roles = [r for r, _ in signed]
+    for chunk in _chunks(roles, 2000):
+        session.execute(
+            update(TufMetadata).where(TufMetadata.role.in_(chunk), TufMetadata.superseded.is_(None))
+            .values(superseded=now)
+        )
+    session.execute(cast(Table, TufMetadata.__table__).insert(), rows)
+    _upsert(session, TufHead, heads, ["role"])
+    return bodies
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def head_versions(session: Session, roles: Iterable[str] | None = None) -> dict[str, int]:
+    query = select(TufHead.role, TufHead.version)
+    if roles is not None:
+        wanted = list(roles)
+        result: dict[str, int] = {}
+        for chunk in _chunks(wanted, 2000):
+            result.update({r: v for r, v in session.execute(query.where(TufHead.role.in_(chunk)))})
+        return result
+    return {r: v for r, v in session.execute(query)}
+
+
+def load_head(session: Session, role: str) -> Metadata[Any]:
+    body = session.execute(
+        select(TufMetadata.body).join(TufHead, (TufHead.role == TufMetadata.role)
+                                      & (TufHead.version == TufMetadata.version))
+        .where(TufHead.role == role)
+    ).scalar()
+    if body is None:
+        raise TufError(f"the TUF repository has no {role} metadata: run `bastion tuf init` (or start "
+                       "`bastion serve` once on an embedded data dir)")
+    return Metadata.from_bytes(body)
+
+
+def repository_row(session: Session) -> TufRepository | None:
+    return session.get(TufRepository, 1)
+
+
+# -- creating the repository -------------------------------------------------------------------
+def initialize(session: Session, *, root_signers: Sequence[Signer], root_threshold: int, targets_signer: Signer,
+               online_signer: Signer, bins: int, lifetimes: Lifetimes, development_keys: bool,
+               now: datetime | None = None) -> None:
+    """Create version 1 of every role and queue every existing simple page for signing."""
+    now = now or utcnow()
+    advisory_lock(session, LOCK)
+    if repository_row(session) is not None:
+        raise TufError("this index already has a TUF repository: use `bastion tuf rotate` to change keys")
+    if not 1 <= root_threshold <= len(root_signers):
+        raise TufError(f"root threshold {root_threshold} is impossible with {len(root_signers)} root keys")
+    online_key = online_signer.public_key
+    root = Root(expires=_expiry(now, lifetimes.root), consistent_snapshot=True)
+    for signer in root_signers:
+        root.add_key(signer.public_key, Root.type)
+    root.roles[Root.type].threshold = root_threshold
+    root.add_key(targets_signer.public_key, Targets.type)
+    for role in ONLINE_ROLES:
+        root.add_key(online_key, role)
+    root_md = Metadata(root)
+    for signer in root_signers:
+        root_md.sign(signer, append=True)
+
+    targets_md = _targets_metadata(1, online_key, bins, _expiry(now, lifetimes.targets))
+    targets_md.sign(targets_signer)
+
+    succinct = succinct_roles(online_key.keyid, bins)
+    signed: list[tuple[str, Metadata[Any]]] = [(Root.type, root_md), (Targets.type, targets_md)]
+    bin_expiry = _expiry(now, lifetimes.bins)
+    for name in succinct.get_roles():
+        md = Metadata(Targets(version=1, expires=bin_expiry))
+        md.sign(online_signer)
+        signed.append((name, md))
+    store_many(session, signed, now)
+    meta = {f"{role}.json": 1 for role, _ in signed if role != Root.type}
+    _publish(session, online_signer, meta, lifetimes, now, snapshot_version=1, timestamp_version=1)
+    session.add(TufRepository(id=1, bins=bins, development_keys=development_keys, created=now))
+    enqueue_all(session)
+
+
+def _targets_metadata(version: int, online_key: Key, bins: int, expires: datetime) -> Metadata[Targets]:
+    targets = Targets(version=version, expires=expires)
+    targets.delegations = Delegations(keys={online_key.keyid: online_key},
+                                      succinct_roles=succinct_roles(online_key.keyid, bins))
+    return Metadata(targets)
+
+
+def enqueue_all(session: Session) -> int:
+    """Queue every project that has simple pages, and the project list (used at creation)."""
+    names = {INDEX_NAME}
+    for key in session.execute(select(RenderedPage.key).where(RenderedPage.key.like("simple/%/index.json"))).scalars():
+        names.add(key.split("/")[1])
+    enqueue(session, names)
+    return len(names)
+
+
+def enqueue_changed(session: Session, names: Iterable[str]) -> None:
+    """Queue projects whose simple pages changed or went (inside the transaction that changed them),
+    unless the index runs with TUF off."""
+    settings = session.info.get("settings")
+    if settings is not None and getattr(settings, "tuf", "on") == "off":
+        return
+    enqueue(session, names)
+
+
+def enqueue(session: Session, names: Iterable[str]) -> None:
+    """Queue projects whose simple pages changed (inside the transaction that changed them)."""
+    now = utcnow()
+    rows = [{"name": name, "enqueued": now} for name in sorted(set(names))]
+    if rows:
+        session.execute(cast(Table, TufQueue.__table__).insert(), rows)
+
+
+def queue_depth(session: Session) -> tuple[int, datetime | None]:
+    count, oldest = session.execute(select(func.count(TufQueue.id), func.min(TufQueue.enqueued))).one()
+    return int(count or 0), oldest
+
+
+# -- the snapshot process ------------------------------------------------------------------------
+def _desired_targets(name: str, pages: dict[str, tuple[bytes, str]]) -> dict[str, tuple[str, int]]:
+    """Target path -> (sha256, length) for a project's pages and the files its JSON page lists."""
+    desired: dict[str, tuple[str, int]] = {}
+    for key, (body, digest) in pages.items():
+        desired[key] = (digest, len(body))
+    json_key = simple_index_key("json") if name == INDEX_NAME else simple_detail_key(name, "json")
+    if name != INDEX_NAME and json_key in pages:
+        document = json.loads(pages[json_key][0])
+        for entry in document.get("files", []):
+            url = entry["url"]
+            path = url[len("../../"):] if url.startswith("../../") else url
+            desired[path] = (entry["hashes"]["sha256"], int(entry["size"]))
+    return desired
+
+
+def _reconcile(session: Session, name: str, succinct: SuccinctRoles, now: datetime,
+               report: CycleReport) -> set[str]:
+    """Bring the targets of one project in line with its current pages; the bins that changed."""
+    keys = ([simple_index_key("html"), simple_index_key("json")] if name == INDEX_NAME
+            else [simple_detail_key(name, "html"), simple_detail_key(name, "json")])
+    pages = {row.key: (row.body, row.sha256) for row in session.execute(
+        select(RenderedPage.key, RenderedPage.body, RenderedPage.sha256).where(RenderedPage.key.in_(keys)))}
+    desired = _desired_targets(name, pages)
+    current = {row.path: (row.sha256, row.length) for row in session.execute(
+        select(TufTarget.path, TufTarget.sha256, TufTarget.length).where(TufTarget.project == name))}
+    changed = {path: value for path, value in desired.items() if current.get(path) != value}
+    gone = [path for path in current if path not in desired]
+    bins: set[str] = set()
+    if changed:
+        _upsert(session, TufTarget, [
+            {"path": path, "sha256": digest, "length": length, "bin": succinct.get_role_for_target(path),
+             "project": name}
+            for path, (digest, length) in changed.items()
+        ], ["path"])
+        bins.update(succinct.get_role_for_target(path) for path in changed)
+    for chunk in _chunks(gone, 2000):
+        session.execute(delete(TufTarget).where(TufTarget.path.in_(chunk)))
+    bins.update(succinct.get_role_for_target(path) for path in gone)
+    for key in keys:
+        page = pages.get(key)
+        new_digest = page[1] if page is not None else None
+        session.execute(update(TufPageVersion).where(
+            TufPageVersion.path == key, TufPageVersion.superseded.is_(None),
+            TufPageVersion.sha256 != (new_digest or ""),
+        ).values(superseded=now))
+        if page is not None and key in changed:
+            _upsert(session, TufPageVersion, [{"path": key, "sha256": page[1], "body": page[0], "created": now,
+                                              "superseded": None}], ["path", "sha256"])
+    report.added += len(changed)
+    report.removed += len(gone)
+    return bins
+
+
+def _sign_bins(session: Session, bins: set[str], signer: Signer, lifetimes: Lifetimes,
+               now: datetime) -> list[tuple[str, Metadata[Any]]]:
+    """New versions of ``bins`` listing their current targets, signed with the online key."""
+    if not bins:
+        return []
+    versions = head_versions(session, bins)
+    listed: dict[str, dict[str, TargetFile]] = {name: {} for name in bins}
+    names = sorted(bins)
+    for chunk in _chunks(names, 2000):
+        for row in session.execute(select(TufTarget.path, TufTarget.sha256, TufTarget.length, TufTarget.bin)
+                                   .where(TufTarget.bin.in_(chunk))):
+            listed[row.bin][row.path] = TargetFile(row.length, {"sha256": row.sha256}, row.path)
+    expires = _expiry(now, lifetimes.bins)
+    signed = []
+    for name in names:
+        md = Metadata(Targets(version=versions.get(name, 0) + 1, expires=expires, targets=listed[name]))
+        md.sign(signer)
+        signed.append((name, md))
+    return signed
+
+
+def _publish(session: Session, signer: Signer, changed_meta: dict[str, int], lifetimes: Lifetimes, now: datetime,
+             *, snapshot_version: int | None = None, timestamp_version: int | None = None) -> tuple[int, int]:
+    """A new snapshot with ``changed_meta`` ({'<role>.json': version}) folded in, then a new
+    timestamp pointing at it. Returns their versions."""
+    if snapshot_version is None:
+        previous = load_head(session, Snapshot.type).signed
+        meta = {name: MetaFile(info.version) for name, info in previous.meta.items()}
+        snapshot_version = previous.version + 1
+    else:
+        meta = {}
+    for name, version in changed_meta.items():
+        meta[name] = MetaFile(version)
+    snapshot_md = Metadata(Snapshot(version=snapshot_version, expires=_expiry(now, lifetimes.snapshot), meta=meta))
+    snapshot_md.sign(signer)
+    snapshot_bytes = store_metadata(session, Snapshot.type, snapshot_md, now)
+    if timestamp_version is None:
+        timestamp_version = head_versions(session, [Timestamp.type])[Timestamp.type] + 1
+    snapshot_file = MetaFile(snapshot_version, length=len(snapshot_bytes),
+                             hashes={"sha256": hashlib.sha256(snapshot_bytes).hexdigest()})
+    timestamp_md = Metadata(Timestamp(version=timestamp_version, expires=_expiry(now, lifetimes.timestamp),
+                                      snapshot_meta=snapshot_file))
+    timestamp_md.sign(signer)
+    store_metadata(session, Timestamp.type, timestamp_md, now)
+    return snapshot_version, timestamp_version
+
+
+def online_public_key(session: Session) -> Key:
+    root = load_head(session, Root.type).signed
+    keyids = root.roles[Timestamp.type].keyids
+    return root.keys[keyids[0]]
+
+
+class SignerRotated(TufError):
+    """The online key changed under a run (a rotation committed first): reload the signer, retry."""
+
+
+def _require_online(session: Session, signer: Signer) -> Key:
+    """The online key root trusts now, checked against ``signer`` inside the locked transaction."""
+    trusted = online_public_key(session)
+    if trusted.keyid != signer.public_key.keyid:
+        raise SignerRotated(f"the online key is now {trusted.keyid[:16]}..., not the signer's "
+                            f"{signer.public_key.keyid[:16]}...: configure the rotated key")
+    return trusted
+
+
+def snapshot_cycle(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: datetime | None = None,
+                   max_batch: int = MAX_BATCH) -> CycleReport | None:
+    """Fold everything queued into new bins, one snapshot and one timestamp; None if nothing was queued.
+
+    Runs in the caller's write transaction, under the repository lock: the caller commits, and on
+    any exception (or a crash) nothing of it is stored and the queue is left as it was.
+    """
+    now = now or utcnow()
+    advisory_lock(session, LOCK)
+    rows = session.execute(select(TufQueue.id, TufQueue.name, TufQueue.enqueued)
+                           .order_by(TufQueue.id).limit(max_batch)).all()
+    if not rows:
+        return None
+    repo = repository_row(session)
+    if repo is None:
+        raise TufError("the TUF repository is not initialised: run `bastion tuf init`")
+    online_key = _require_online(session, signer)
+    succinct = succinct_roles(online_key.keyid, repo.bins)
+    report = CycleReport(queued=len(rows), oldest_enqueued=min(row.enqueued for row in rows))
+    names = sorted({row.name for row in rows})
+    report.projects = len(names)
+    bins: set[str] = set()
+    for name in names:
+        bins |= _reconcile(session, name, succinct, now, report)
+    signed = _sign_bins(session, bins, signer, lifetimes, now)
+    store_many(session, signed, now)
+    report.bins = {name: md.signed.version for name, md in signed}
+    report.snapshot, report.timestamp = _publish(
+        session, signer, {f"{name}.json": version for name, version in report.bins.items()}, lifetimes, now)
+    ids = [row.id for row in rows]
+    for chunk in _chunks(ids, 2000):
+        session.execute(delete(TufQueue).where(TufQueue.id.in_(chunk)))
+    return report
+
+
+# -- keeping online metadata fresh, and garbage --------------------------------------------------
+@dataclass
+class RefreshReport:
+    bins: int = 0
+    snapshot: int | None = None
+    timestamp: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def refresh(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: datetime | None = None,
+            offline_signers: dict[str, list[Signer]] | None = None) -> RefreshReport:
+    """Re-sign every online role that has used half its lifetime (bins that never change too), and
+    warn about offline roles (root, targets) that expire within 30 days, re-signing them when
+    their keys are at hand (``offline_signers``: the development key set)."""
+    now = now or utcnow()
+    advisory_lock(session, LOCK)
+    _require_online(session, signer)
+    report = RefreshReport()
+    heads = {row.role: (row.version, row.expires) for row in session.execute(
+        select(TufHead.role, TufHead.version, TufHead.expires))}
+    changed_meta: dict[str, int] = {}
+    offline_signers = offline_signers or {}
+    for role in (Root.type, Targets.type):
+        version, expires = heads[role]
+        if expires - now < lifetimes.of(role) / 2 or expires - now < timedelta(days=30):
+            signers = offline_signers.get(role)
+            if not signers:
+                if expires - now < timedelta(days=30):
+                    report.warnings.append(f"{role} metadata expires {expires:%Y-%m-%d %H:%M} UTC: re-sign it "
+                                           "with its offline keys (`bastion tuf rotate`)")
+                continue
+            md = load_head(session, role)
+            md.signed.version = version + 1
+            md.signed.expires = _expiry(now, lifetimes.of(role))
+            md.signatures.clear()
+            for offline in signers:
+                md.sign(offline, append=True)
+            store_metadata(session, role, md, now)
+            if role == Targets.type:
+                changed_meta["targets.json"] = version + 1
+    stale_bins = {role for role, (_, expires) in heads.items()
+                  if role.startswith(BIN_PREFIX + "-") and expires - now < lifetimes.bins / 2}
+    signed = _sign_bins(session, stale_bins, signer, lifetimes, now)
+    store_many(session, signed, now)
+    report.bins = len(signed)
+    changed_meta.update({f"{name}.json": md.signed.version for name, md in signed})
+    snapshot_expires = heads[Snapshot.type][1]
+    timestamp_expires = heads[Timestamp.type][1]
+    if (changed_meta or snapshot_expires - now < lifetimes.snapshot / 2
+            or timestamp_expires - now < lifetimes.timestamp / 2):
+        report.snapshot, report.timestamp = _publish(session, signer, changed_meta, lifetimes, now)
+    return report
+
+
+def collect_garbage(session: Session, grace: timedelta, *, now: datetime | None = None) -> tuple[int, int]:
+    """Delete metadata versions and page versions superseded more than ``grace`` ago (never a root).
+
+    A superseded bin version is referenced only by snapshots that were themselves superseded no
+    later than it, so the whole consistent set a client may still be reading goes together.
+    """
+    now = now or utcnow()
+    cutoff = now - grace
+    metadata = session.execute(delete(TufMetadata).where(
+        TufMetadata.role != Root.type, TufMetadata.superseded.is_not(None), TufMetadata.superseded < cutoff))
+    pages = session.execute(delete(TufPageVersion).where(
+        TufPageVersion.superseded.is_not(None), TufPageVersion.superseded < cutoff))
+    return int(getattr(metadata, "rowcount", 0) or 0), int(getattr(pages, "rowcount", 0) or 0)
+
+
+# -- key rotation ----------------------------------------------------------------------------------
+@dataclass
+class RotationReport:
+    root_version: int
+    targets_version: int | None = None
+    bins: int = 0
+    snapshot: int | None = None
+    timestamp: int | None = None
+
+
+def _signing_count(root: Root, role: str, signers: Sequence[Signer]) -> int:
+    keyids = set(root.roles[role].keyids)
+    return len({s.public_key.keyid for s in signers} & keyids)
+
+
+def rotate(session: Session, *, root_signers: Sequence[Signer], lifetimes: Lifetimes,
+           new_root_signers: Sequence[Signer] | None = None, new_root_threshold: int | None = None,
+           targets_signer: Signer | None = None, new_online_signer: Signer | None = None,
+           now: datetime | None = None) -> RotationReport:
+    """A new root signed by the old root threshold and the new one. With ``new_online_signer`` the
+    online key is replaced: targets (signed with ``targets_signer``) delegates the bins to it, and
+    every bin, the snapshot and the timestamp are re-signed with it, so a client that has the new
+    root refuses anything signed with the old online key."""
+    now = now or utcnow()
+    advisory_lock(session, LOCK)
+    old_md = load_head(session, Root.type)
+    old_root = old_md.signed
+    old_threshold = old_root.roles[Root.type].threshold
+    if _signing_count(old_root, Root.type, root_signers) < old_threshold:
+        raise TufError(f"rotation needs {old_threshold} of the current root keys; "
+                       f"{_signing_count(old_root, Root.type, root_signers)} of those given are root keys: "
+                       "pass more --root-key files written by `bastion tuf init`")
+    if new_online_signer is not None and targets_signer is None:
+        raise TufError("rotating the online key re-signs targets: pass --targets-key (the offline targets key)")
+    if targets_signer is not None and _signing_count(old_root, Targets.type, [targets_signer]) < 1:
+        raise TufError("the --targets-key given is not the targets key listed in root: give the targets key "
+                       "written by `bastion tuf init`")
+    new_md = Metadata.from_bytes(metadata_bytes(old_md))
+    root = new_md.signed
+    root.version += 1
+    root.expires = _expiry(now, lifetimes.root)
+    if new_root_signers:
+        for keyid in list(root.roles[Root.type].keyids):
+            root.revoke_key(keyid, Root.type)
+        for signer in new_root_signers:
+            root.add_key(signer.public_key, Root.type)
+        threshold = new_root_threshold or old_threshold
+        if not 1 <= threshold <= len(new_root_signers):
+            raise TufError(f"root threshold {threshold} is impossible with {len(new_root_signers)} new root keys")
+        root.roles[Root.type].threshold = threshold
+    if new_online_signer is not None:
+        for role in ONLINE_ROLES:
+            for keyid in list(root.roles[role].keyids):
+                root.revoke_key(keyid, role)
+            root.add_key(new_online_signer.public_key, role)
+    new_md.signatures.clear()
+    seen: set[str] = set()
+    for signer in [*root_signers, *(new_root_signers or [])]:
+        if signer.public_key.keyid not in seen:
+            seen.add(signer.public_key.keyid)
+            new_md.sign(signer, append=True)
+    try:
+        old_root.verify_delegate(Root.type, new_md.signed_bytes, new_md.signatures)
+        root.verify_delegate(Root.type, new_md.signed_bytes, new_md.signatures)
+    except Exception as exc:  # noqa: BLE001  (python-tuf's UnsignedMetadataError)
+        raise TufError(f"the new root would not verify ({exc}): pass the root keys of both the old and the "
+                       "new threshold") from None
+    store_metadata(session, Root.type, new_md, now)
+    report = RotationReport(root_version=root.version)
+    if new_online_signer is None:
+        return report
+    assert targets_signer is not None
+    repo = repository_row(session)
+    assert repo is not None
+    targets_version = head_versions(session, [Targets.type])[Targets.type] + 1
+    targets_md = _targets_metadata(targets_version, new_online_signer.public_key, repo.bins,
+                                   _expiry(now, lifetimes.targets))
+    targets_md.sign(targets_signer)
+    store_metadata(session, Targets.type, targets_md, now)
+    report.targets_version = targets_version
+    every_bin = set(succinct_roles(new_online_signer.public_key.keyid, repo.bins).get_roles())
+    signed = _sign_bins(session, every_bin, new_online_signer, lifetimes, now)
+    store_many(session, signed, now)
+    report.bins = len(signed)
+    changed = {f"{name}.json": md.signed.version for name, md in signed}
+    changed["targets.json"] = targets_version
+    report.snapshot, report.timestamp = _publish(session, new_online_signer, changed, lifetimes, now)
+    return report

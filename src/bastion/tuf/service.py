@@ -1,0 +1,265 @@
+"""The TUF repository of one Bastion instance: created or opened at start, its online signer
+checked, the snapshot worker and the refresh task run (used by the server and the CLI)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from securesystemslib.signer import Signer
+from sqlalchemy import func, select
+from tuf.api.metadata import Root, Snapshot, Targets, Timestamp
+
+from bastion.db import utcnow
+from bastion.events import record_event
+from bastion.tuf import repository
+from bastion.tuf.keys import (
+    OFFLINE_DIR,
+    ROOT_KEY_NAME,
+    TARGETS_KEY_NAME,
+    TufError,
+    generate_key_files,
+    load_key_file,
+    load_signer,
+)
+from bastion.tuf.models import TufHead, TufMetadata, TufTarget
+
+if TYPE_CHECKING:
+    from bastion.services import Bastion
+
+logger = logging.getLogger("bastion.tuf")
+
+DEVELOPMENT_WARNING = (
+    "TUF: this index signs with a DEVELOPMENT key set that `bastion serve` made by itself in {keys}: "
+    "its ROOT KEY IS ONLINE, so whoever takes this server can sign anything. For production, run "
+    "`bastion tuf init` on a fresh index and move the offline keys away."
+)
+FAULT_PAUSE_ENV = "BASTION_TUF_FAULT_PAUSE"
+"""Seconds the snapshot worker sleeps inside its transaction, before commit (crash tests only)."""
+
+
+def online_signer(bastion: Bastion) -> Signer:
+    """The configured online signer, checked against the key root trusts (TufError otherwise)."""
+    with bastion.db.read() as session:
+        public_key = repository.online_public_key(session)
+    return load_signer(bastion.settings.effective_tuf_online_signer, public_key, what="TUF online")
+
+
+def development_offline_signers(bastion: Bastion) -> dict[str, list[Signer]]:
+    """The offline keys of a development key set, when they are still beside the online key."""
+    offline = bastion.settings.tuf_keys_dir / OFFLINE_DIR
+    roots = sorted(offline.glob(ROOT_KEY_NAME.format(n="*")))
+    targets = offline / TARGETS_KEY_NAME
+    if not roots or not targets.is_file():
+        return {}
+    try:
+        return {Root.type: [load_key_file(p, what="root") for p in roots],
+                Targets.type: [load_key_file(targets, what="targets")]}
+    except TufError:
+        return {}
+
+
+def create_development_repository(bastion: Bastion) -> Path:
+    """A key set with every key in the data dir, and version 1 of every role (loudly online)."""
+    keys_dir = bastion.settings.tuf_keys_dir
+    _, roots, targets, online = generate_key_files(keys_dir)
+    with bastion.db.write() as session:
+        repository.initialize(session, root_signers=roots, root_threshold=2, targets_signer=targets,
+                              online_signer=online, bins=bastion.settings.tuf_bins,
+                              lifetimes=repository.Lifetimes.from_settings(bastion.settings),
+                              development_keys=True)
+        record_event(session, "tuf.init", actor="bastion serve", secret=bastion.secret,
+                     details={"bins": bastion.settings.tuf_bins, "development_keys": True})
+    return keys_dir
+
+
+def prepare(bastion: Bastion, *, announce: bool = True) -> Signer | None:
+    """At server start: open (or, on a fresh index, create with development keys) the repository
+    and check the online signer. None when TUF is off; TufError when signing is configured but
+    cannot work, so that the server refuses to start rather than serve unsigned state."""
+    settings = bastion.settings
+    with bastion.db.read() as session:
+        repo = repository.repository_row(session)
+        development = bool(repo and repo.development_keys)
+    if settings.tuf == "off":
+        if repo is not None and not repo.suspended:
+            with bastion.db.write() as session:
+                row = repository.repository_row(session)
+                assert row is not None
+                row.suspended = True
+            logger.warning("TUF is off (BASTION_TUF=off): /tuf/metadata/ is not served and changes are not "
+                           "signed; turning it back on re-signs every project")
+        return None
+    if repo is None:
+        create_development_repository(bastion)
+        development = True
+    elif repo.bins != settings.tuf_bins:
+        raise TufError(f"BASTION_TUF_BINS is {settings.tuf_bins} but the TUF repository was created with "
+                       f"{repo.bins} bins, and the bin count cannot change: set BASTION_TUF_BINS={repo.bins}")
+    signer = online_signer(bastion)
+    if repo is not None and repo.suspended:
+        with bastion.db.write() as session:
+            row = repository.repository_row(session)
+            assert row is not None
+            row.suspended = False
+            repository.enqueue_all(session)
+    if development and announce:
+        logger.warning(DEVELOPMENT_WARNING.format(keys=settings.tuf_keys_dir))
+    return signer
+
+
+def write_marker(bastion: Bastion, version: int) -> None:
+    """Tell every process that timestamp.json changed (one small file replaced atomically)."""
+    path = bastion.settings.data_dir / "tuf.serial"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuf-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(version))
+    os.replace(tmp, path)
+
+
+def run_snapshot(bastion: Bastion, signer: Signer) -> repository.CycleReport | None:
+    """One snapshot-process run in its own transaction (None when nothing was queued)."""
+    lifetimes = repository.Lifetimes.from_settings(bastion.settings)
+    pause = float(os.environ.get(FAULT_PAUSE_ENV) or 0)
+    with bastion.db.write() as session:
+        report = repository.snapshot_cycle(session, signer, lifetimes)
+        if report is not None and pause:
+            logger.warning("TUF fault injection: pausing %.1fs before committing snapshot %s", pause,
+                           report.snapshot)
+            time.sleep(pause)
+    if report is not None and report.timestamp is not None:
+        write_marker(bastion, report.timestamp)
+    return report
+
+
+def run_refresh(bastion: Bastion, signer: Signer) -> repository.RefreshReport:
+    """Re-sign online roles past half their life, collect garbage; in its own transaction."""
+    settings = bastion.settings
+    offline = development_offline_signers(bastion)
+    with bastion.db.write() as session:
+        report = repository.refresh(session, signer, repository.Lifetimes.from_settings(settings),
+                                    offline_signers=offline)
+        repository.collect_garbage(session, settings.duration("tuf_gc_grace"))
+    for warning in report.warnings:
+        logger.warning("TUF: %s", warning)
+    if report.timestamp is not None:
+        write_marker(bastion, report.timestamp)
+    return report
+
+
+class SnapshotWorker:
+    """The one thread per process that runs the snapshot process: woken at once by an upload in
+    this process, and at least once per ``tuf_window`` for changes other processes queued.
+    Across processes the repository lock serializes runs."""
+
+    def __init__(self, bastion: Bastion, signer: Signer) -> None:
+        self.bastion = bastion
+        self.signer = signer
+        self.poll = max(bastion.settings.duration("tuf_window").total_seconds() / 2, 0.05)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="bastion-tuf-snapshot", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def current_signer(self) -> Signer:
+        """The signer, reloaded when root names another online key (after `bastion tuf rotate`)."""
+        with self.bastion.db.read() as session:
+            trusted = repository.online_public_key(session)
+        if trusted.keyid != self.signer.public_key.keyid:
+            self.signer = online_signer(self.bastion)
+            logger.warning("TUF: the online key was rotated; now signing with key %s", trusted.keyid[:16])
+        return self.signer
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.wait(self.poll)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                while not self._stop.is_set():
+                    report = run_snapshot(self.bastion, self.current_signer())
+                    self.runs += 1
+                    if report is None or report.queued < repository.MAX_BATCH:
+                        break
+                failures = 0
+            except Exception:  # noqa: BLE001  (logged; the queue keeps the work for the next run)
+                failures += 1
+                logger.exception("TUF snapshot run failed (the queue is kept; retrying)")
+                self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    role: str
+    version: int
+    expires: datetime
+
+
+@dataclass(frozen=True)
+class Status:
+    """What `bastion tuf status` shows."""
+
+    bins: int
+    development_keys: bool
+    suspended: bool
+    roles: list[RoleStatus]
+    """root, targets, snapshot, timestamp."""
+    bins_oldest_expiry: datetime | None
+    bins_newest_version: int
+    targets: int
+    queue_depth: int
+    queue_oldest: datetime | None
+    metadata_rows: int
+    metadata_bytes: int
+
+
+def status(bastion: Bastion) -> Status:
+    with bastion.db.read() as session:
+        repo = repository.repository_row(session)
+        if repo is None:
+            raise TufError("this index has no TUF repository yet: run `bastion tuf init` (or start "
+                           "`bastion serve` once, which creates a development key set)")
+        roles = [RoleStatus(row.role, row.version, row.expires) for row in session.execute(
+            select(TufHead.role, TufHead.version, TufHead.expires)
+            .where(TufHead.role.in_([Root.type, Targets.type, Snapshot.type, Timestamp.type])))]
+        order = [Root.type, Targets.type, Snapshot.type, Timestamp.type]
+        roles.sort(key=lambda r: order.index(r.role))
+        oldest, newest = session.execute(
+            select(func.min(TufHead.expires), func.max(TufHead.version))
+            .where(TufHead.role.like(repository.BIN_PREFIX + "-%"))).one()
+        targets = session.execute(select(func.count()).select_from(TufTarget)).scalar() or 0
+        depth, queue_oldest = repository.queue_depth(session)
+        rows, size = session.execute(
+            select(func.count(), func.coalesce(func.sum(func.length(TufMetadata.body)), 0))).one()
+    return Status(bins=repo.bins, development_keys=repo.development_keys, suspended=repo.suspended,
+                  roles=roles, bins_oldest_expiry=oldest, bins_newest_version=int(newest or 0),
+                  targets=int(targets), queue_depth=depth, queue_oldest=queue_oldest,
+                  metadata_rows=int(rows), metadata_bytes=int(size))
+
+
+def seconds_until(moment: datetime) -> float:
+    return (moment - utcnow()).total_seconds()
