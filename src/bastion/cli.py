@@ -488,8 +488,11 @@ def insights_recompute(data_dir: str | None) -> None:
 def _register_commands() -> None:
     """Commands that live with the domain they operate on."""
     from bastion.tuf.cli import tuf
+    from bastion.tuf.client.cli import download, verify_proxy
 
     main.add_command(tuf)
+    main.add_command(verify_proxy)
+    main.add_command(download)
 
 
 _register_commands()
