@@ -6,8 +6,9 @@ fresh ``Updater`` starts from the newest metadata it trusted, which is what catc
 keeps a refresh cheap), bootstrapped from the trusted root file the user gives. An ``Updater``
 refreshes once in its life, so a new one is made for every lookup that comes more than
 ``max_age`` seconds after the last refresh; one lock serializes every use of it. Downloads of
-target bytes run outside that lock, into a content-addressed cache (``targets/sha256-<hex>``)
-that is re-verified against the signed length and hashes every time it is read.
+target bytes run outside that lock. Distribution files are kept in a content-addressed cache
+(``targets/sha256-<hex>``, re-verified against the signed length and hashes every time it is
+read); simple pages, small and replaced at every change, are fetched anew each time.
 
 Nothing here verifies anything by hand: signatures, versions, expiry, snapshots, lengths and
 hashes are python-tuf's. Errors come in two kinds: ``ClientError`` (bad input, an index that
@@ -231,16 +232,18 @@ class VerifiedIndex:
             raise VerificationError(f"{what}: cannot write the metadata cache ({exc})") from exc
 
     # -- targets ----------------------------------------------------------------------------------
-    def open_target(self, path: str) -> tuple[VerifiedTarget, IO[bytes]] | None:
+    def open_target(self, path: str, *, cache: bool = True) -> tuple[VerifiedTarget, IO[bytes]] | None:
         """The target's verified bytes as an open file at offset 0 (the caller closes it); None when
-        the signed metadata does not list ``path``."""
+        the signed metadata does not list ``path``. With ``cache`` the bytes are kept on disk under
+        their hash (for files, which never change); without, they are fetched every time."""
         updater, target = self._lookup(path)
         if target is None:
             return None
-        return target, self._open_verified(updater, target)
+        return target, self._open_verified(updater, target, cache=cache)
 
-    def read_target(self, path: str) -> tuple[VerifiedTarget, bytes] | None:
-        found = self.open_target(path)
+    def read_target(self, path: str, *, cache: bool = False) -> tuple[VerifiedTarget, bytes] | None:
+        """The target's verified bytes (for pages: small, and a new version at every change)."""
+        found = self.open_target(path, cache=cache)
         if found is None:
             return None
         target, handle = found
@@ -267,10 +270,10 @@ class VerifiedIndex:
         handle.seek(0)
         return handle
 
-    def _open_verified(self, updater: Updater, target: VerifiedTarget) -> IO[bytes]:
+    def _open_verified(self, updater: Updater, target: VerifiedTarget, *, cache: bool) -> IO[bytes]:
         """From the cache when a copy there still matches the signed length and hashes; otherwise
         downloaded by python-tuf (outside the lock: the Updater's trusted metadata is not touched)."""
-        cached = self._cache_path(target)
+        cached = self._cache_path(target) if cache else None
         if cached is not None:
             handle = self._verified_handle(cached, target)
             if handle is not None:
@@ -292,7 +295,7 @@ class VerifiedIndex:
                 raise VerificationError(f"{target.path}: the cached copy changed on disk after verification")
             return handle
         finally:
-            part.unlink(missing_ok=True)  # an uncacheable name: the open handle keeps the bytes (POSIX)
+            part.unlink(missing_ok=True)  # not cached: the open handle keeps the bytes (POSIX)
 
     def fetch_unsigned(self, url_path: str, max_length: int) -> bytes:
         """Bytes at ``<index>/<url_path>`` that TUF does not sign (the caller checks them against a
