@@ -358,8 +358,10 @@ def _publish(session: Session, signer: Signer, changed_meta: dict[str, int], lif
         meta = {}
     for name, version in changed_meta.items():
         meta[name] = MetaFile(version)
+    root = load_head(session, Root.type).signed
     snapshot_md = Metadata(Snapshot(version=snapshot_version, expires=_expiry(now, lifetimes.snapshot), meta=meta))
     snapshot_md.sign(signer)
+    _verify_online(root, Snapshot.type, snapshot_md)
     snapshot_bytes = store_metadata(session, Snapshot.type, snapshot_md, now)
     if timestamp_version is None:
         timestamp_version = head_versions(session, [Timestamp.type])[Timestamp.type] + 1
@@ -368,8 +370,21 @@ def _publish(session: Session, signer: Signer, changed_meta: dict[str, int], lif
     timestamp_md = Metadata(Timestamp(version=timestamp_version, expires=_expiry(now, lifetimes.timestamp),
                                       snapshot_meta=snapshot_file))
     timestamp_md.sign(signer)
+    _verify_online(root, Timestamp.type, timestamp_md)
     store_metadata(session, Timestamp.type, timestamp_md, now)
     return snapshot_version, timestamp_version
+
+
+def _verify_online(root: Root, role: str, md: Metadata[Any]) -> None:
+    """Refuse (before anything is committed) metadata that root's keys do not verify: a signer
+    that names the trusted key but signs with another (a KMS or HSM key replaced under its URI
+    after the start-up check) would otherwise publish a set no client accepts."""
+    try:
+        root.verify_delegate(role, md.signed_bytes, md.signatures)
+    except Exception:  # noqa: BLE001  (python-tuf's UnsignedMetadataError)
+        raise TufError(f"the online signer's {role} signature does not verify with the key root lists for it: the "
+                       "key behind BASTION_TUF_ONLINE_SIGNER changed; configure the trusted key, or rotate to the new "
+                       "one with `bastion tuf rotate` (nothing was stored)") from None
 
 
 def online_public_key(session: Session) -> Key:
