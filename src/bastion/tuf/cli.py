@@ -207,10 +207,11 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
         if new_online_path is not None:
             _install_online_key(bastion, new_online_path, stamp)
         (directory / f"{report.root_version}.root.json").write_bytes(root_bytes)
-        if report.timestamp is not None:
-            from bastion.tuf.service import write_marker
+        from bastion.tuf.service import write_marker
 
-            write_marker(bastion, report.timestamp)
+        # Always: root.json changed even when no new timestamp was signed (a root-only rotation),
+        # and running servers keep their cached root.json until the marker changes.
+        write_marker(bastion, report.timestamp if report.timestamp is not None else report.root_version)
     except TufError as exc:
         _fail(str(exc))
     finally:
