@@ -238,7 +238,30 @@ def client(bastion: Bastion):  # type: ignore[no-untyped-def]
     from bastion.app import create_app
 
     with TestClient(create_app(bastion=bastion), base_url="http://testserver") as test_client:
+        settle_tuf(bastion)
         yield test_client
+
+
+def settle_tuf(bastion: Bastion, timeout: float = 30.0) -> None:
+    """Wait until the started server's TUF work is done: the start-up refresh and every queued
+    project signed. Tests that compare database rows before and after a request call it first,
+    so that background signing does not show up as a change the request made."""
+    import time
+
+    from bastion.tuf.repository import queue_depth
+
+    if bastion.tuf_worker is None:
+        return
+    deadline = time.monotonic() + timeout
+    assert bastion.tasks.drain(timeout), "background tasks did not finish"
+    while True:
+        with bastion.db.read() as session:
+            depth, _ = queue_depth(session)
+        if depth == 0:
+            return
+        assert time.monotonic() < deadline, f"{depth} project(s) still queued for TUF signing after {timeout}s"
+        bastion.tuf_worker.wake()
+        time.sleep(0.02)
 
 
 @functools.cache

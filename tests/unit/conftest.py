@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from bastion.app import create_app
 from bastion.services import Bastion
 from bastion.settings import load_settings
+from tests.conftest import settle_tuf
 from tests.unit.world import Recipe, World, open_world
 
 
@@ -32,6 +33,7 @@ def bastion_with(data_dir: Path, database_url: str) -> Iterator[Callable[..., tu
         instance = Bastion(load_settings(data_dir, database_url=database_url, **overrides), run_migrations=False)
         client = TestClient(create_app(bastion=instance), base_url="http://testserver")
         client.__enter__()
+        settle_tuf(instance)
         made.append((instance, client))
         return instance, client
 

@@ -151,8 +151,8 @@ def test_outbox_that_cannot_be_written_is_a_mail_error(tmp_path: Path) -> None:
 
 
 def test_send_mail_runs_in_the_background_once_started(tmp_path: Path, smtp_server: Mailbox) -> None:
-    services = Bastion(settings_for(tmp_path, smtp_host=smtp_server.host, smtp_port=smtp_server.port),
-                       run_migrations=False)
+    # Migrated: starting the background work opens the TUF repository in the database.
+    services = Bastion(settings_for(tmp_path, smtp_host=smtp_server.host, smtp_port=smtp_server.port))
     try:
         services.send_mail([message(), message(to="bob@example.org")])
         assert not services.tasks.drain(timeout=0.2)  # Bastion() does not start the runner
@@ -172,7 +172,7 @@ def test_send_mail_runs_in_the_background_once_started(tmp_path: Path, smtp_serv
 
 def test_send_mail_failure_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
-    services = Bastion(settings_for(tmp_path, smtp_host="127.0.0.1", smtp_port=port), run_migrations=False)
+    services = Bastion(settings_for(tmp_path, smtp_host="127.0.0.1", smtp_port=port))
     ran: list[str] = []
     try:
         services.start_background()

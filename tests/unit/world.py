@@ -78,7 +78,10 @@ class World:
             (data_dir / "secret.key").write_bytes(secret)
         self._database = contextlib.ExitStack()  # its own database, dropped by ``close``
         url = self._database.enter_context(fresh_database(backend, data_dir, tmp_path_factory))
-        self.bastion = Bastion(load_settings(data_dir, database_url=url), run_migrations=False)
+        # TUF off: a world is compared row for row and copied between backends, which the TUF
+        # worker's background signing (and a key set per data dir) would defeat; the TUF tests
+        # (test_tuf_*.py) cover signing.
+        self.bastion = Bastion(load_settings(data_dir, database_url=url, tuf="off"), run_migrations=False)
         self.tokens: dict[str, str] = {}
         self.token_ids: dict[str, str] = {}
         self.files: dict[str, Path] = {}
