@@ -11,7 +11,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.cli import _fail, _open, data_dir_option, err, out
+from rich.console import Console
+
+from bastion.cli import _fail, _open, data_dir_option, err
 from bastion.db import utcnow
 from bastion.events import record_event
 from bastion.tuf import repository
@@ -23,6 +25,8 @@ from bastion.tuf.keys import (
     load_key_file,
     load_signer,
 )
+
+out = Console(soft_wrap=True)  # paths and commands stay on one line, copyable
 
 
 @click.group()
@@ -133,6 +137,8 @@ def tuf_init(keys_dir: Path | None, root_keys: int, root_threshold: int, online_
 @click.option("--online", is_flag=True, help="Replace the online key (timestamp, snapshot, bins).")
 @click.option("--targets-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The offline targets key (needed with --online: targets re-delegates the bins).")
+@click.option("--new-targets-key", is_flag=True,
+              help="Replace the targets key with a new one (written to --keys-dir/offline).")
 @click.option("--new-root-keys", type=click.IntRange(1, 20), default=None,
               help="Replace the root keys with this many new ones (written to --keys-dir/offline).")
 @click.option("--new-root-threshold", type=click.IntRange(1, 20), default=None, help="Threshold of the new root keys.")
@@ -142,18 +148,22 @@ def tuf_init(keys_dir: Path | None, root_keys: int, root_threshold: int, online_
 @click.option("--online-public-key", default=None, type=click.Path(dir_okay=False),
               help="PEM public key of --online-signer.")
 @data_dir_option
-def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path | None, new_root_keys: int | None,
+def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path | None, new_targets_key: bool,
+               new_root_keys: int | None,
                new_root_threshold: int | None, keys_dir: Path | None, online_signer: str | None,
                online_public_key: str | None, data_dir: str | None) -> None:
-    """Rotate the online key and/or the root keys: a new root signed by the old and new thresholds.
+    """Rotate the online, targets and/or root keys: a new root signed by the old and new thresholds.
 
     Clients that trusted the old root follow the chain of roots and from then on refuse metadata
-    signed with a retired key. A running server reloads the online key file by itself.
+    signed with a retired key. A running server reloads the online key file by itself. To move
+    an index from the development key set that `bastion serve` made to offline keys, rotate all
+    three (--online --targets-key OLD --new-targets-key --new-root-keys 3) and move the new
+    offline keys away.
     """
     from securesystemslib.signer import CryptoSigner
 
-    if not online and not new_root_keys:
-        _fail("nothing to rotate: give --online and/or --new-root-keys N")
+    if not online and not new_root_keys and not new_targets_key:
+        _fail("nothing to rotate: give --online, --new-targets-key and/or --new-root-keys N")
     if not root_key_files:
         _fail("rotation is signed by the current root keys: pass --root-key FILE (repeat up to the threshold)")
     bastion = _open(data_dir)
@@ -170,7 +180,7 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
                       "`bastion tuf init` (or the last rotation)")
             root_signers.append(load_key_file(path, what="root", public_key=match))  # type: ignore[arg-type]
         targets_signer = None
-        if online:
+        if online and not new_targets_key:
             if targets_key is None:
                 _fail("--online re-signs the delegation to the bins: pass --targets-key FILE (the offline targets key)")
             targets_public = root.keys[root.roles["targets"].keyids[0]]
@@ -185,6 +195,17 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
                 new_online = CryptoSigner.generate_ed25519()
                 new_online_path = directory / f"{ONLINE_KEY_NAME}.new-{stamp}"
                 _write_key(new_online_path, new_online)
+        new_targets = None
+        new_targets_path: Path | None = None
+        if new_targets_key:
+            new_targets = CryptoSigner.generate_ed25519()
+            new_targets_path = directory / OFFLINE_DIR / f"targets-{stamp}.pem"
+            _write_key(new_targets_path, new_targets)
+        current_online = None
+        if new_targets_key and not online:
+            from bastion.tuf.service import online_signer as configured_online_signer
+
+            current_online = configured_online_signer(bastion)
         new_roots: list[Any] = []
         new_root_paths: list[Path] = []
         if new_root_keys:
@@ -198,10 +219,11 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
             report = repository.rotate(session, root_signers=root_signers,
                                        lifetimes=repository.Lifetimes.from_settings(bastion.settings),
                                        new_root_signers=new_roots or None, new_root_threshold=new_root_threshold,
-                                       targets_signer=targets_signer, new_online_signer=new_online)
+                                       targets_signer=targets_signer, new_online_signer=new_online,
+                                       new_targets_signer=new_targets, online_signer=current_online)
             record_event(session, "tuf.rotate", actor="operator", secret=bastion.secret,
                          details={"root_version": report.root_version, "online": online,
-                                  "new_root_keys": len(new_roots),
+                                  "new_root_keys": len(new_roots), "new_targets_key": new_targets_key,
                                   "online_keyid": new_online.public_key.keyid if new_online else None})
             root_bytes = repository.load_head(session, "root").to_bytes()
         if new_online_path is not None:
@@ -222,6 +244,9 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
                   f"snapshot v{report.snapshot}, timestamp v{report.timestamp}.", highlight=False)
         if online_signer:
             out.print(f"set BASTION_TUF_ONLINE_SIGNER={escape(online_signer)} and restart the server", highlight=False)
+    if new_targets_path is not None:
+        out.print(f"new targets key: {escape(str(new_targets_path))}  [bold]move it to offline storage[/]",
+                  highlight=False)
     for path in new_root_paths:
         out.print(f"new root key: {escape(str(path))}  [bold]move it to offline storage[/]", highlight=False)
 

@@ -478,6 +478,13 @@ def refresh(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: date
             md.signatures.clear()
             for offline in signers:
                 md.sign(offline, append=True)
+            trusted = load_head(session, Root.type).signed
+            try:  # only keys root lists count: a stale key file must never produce bad metadata
+                trusted.verify_delegate(role, md.signed_bytes, md.signatures)
+            except Exception:  # noqa: BLE001  (python-tuf's UnsignedMetadataError)
+                report.warnings.append(f"{role} metadata expires {expires:%Y-%m-%d %H:%M} UTC and the key files "
+                                       "at hand do not meet its threshold: re-sign it with `bastion tuf rotate`")
+                continue
             store_metadata(session, role, md, now)
             if role == Targets.type:
                 changed_meta["targets.json"] = version + 1
@@ -528,11 +535,13 @@ def _signing_count(root: Root, role: str, signers: Sequence[Signer]) -> int:
 def rotate(session: Session, *, root_signers: Sequence[Signer], lifetimes: Lifetimes,
            new_root_signers: Sequence[Signer] | None = None, new_root_threshold: int | None = None,
            targets_signer: Signer | None = None, new_online_signer: Signer | None = None,
+           new_targets_signer: Signer | None = None, online_signer: Signer | None = None,
            now: datetime | None = None) -> RotationReport:
     """A new root signed by the old root threshold and the new one. With ``new_online_signer`` the
     online key is replaced: targets (signed with ``targets_signer``) delegates the bins to it, and
     every bin, the snapshot and the timestamp are re-signed with it, so a client that has the new
-    root refuses anything signed with the old online key."""
+    root refuses anything signed with the old online key. With ``new_targets_signer`` the targets
+    key is replaced and targets re-signed with it (the old targets key is not needed)."""
     now = now or utcnow()
     advisory_lock(session, LOCK)
     old_md = load_head(session, Root.type)
@@ -542,9 +551,12 @@ def rotate(session: Session, *, root_signers: Sequence[Signer], lifetimes: Lifet
         raise TufError(f"rotation needs {old_threshold} of the current root keys; "
                        f"{_signing_count(old_root, Root.type, root_signers)} of those given are root keys: "
                        "pass more --root-key files written by `bastion tuf init`")
-    if new_online_signer is not None and targets_signer is None:
+    if new_targets_signer is not None:
+        targets_signer = new_targets_signer
+    elif new_online_signer is not None and targets_signer is None:
         raise TufError("rotating the online key re-signs targets: pass --targets-key (the offline targets key)")
-    if targets_signer is not None and _signing_count(old_root, Targets.type, [targets_signer]) < 1:
+    if (targets_signer is not None and new_targets_signer is None
+            and _signing_count(old_root, Targets.type, [targets_signer]) < 1):
         raise TufError("the --targets-key given is not the targets key listed in root: give the targets key "
                        "written by `bastion tuf init`")
     new_md = Metadata.from_bytes(metadata_bytes(old_md))
@@ -560,6 +572,10 @@ def rotate(session: Session, *, root_signers: Sequence[Signer], lifetimes: Lifet
         if not 1 <= threshold <= len(new_root_signers):
             raise TufError(f"root threshold {threshold} is impossible with {len(new_root_signers)} new root keys")
         root.roles[Root.type].threshold = threshold
+    if new_targets_signer is not None:
+        for keyid in list(root.roles[Targets.type].keyids):
+            root.revoke_key(keyid, Targets.type)
+        root.add_key(new_targets_signer.public_key, Targets.type)
     if new_online_signer is not None:
         for role in ONLINE_ROLES:
             for keyid in list(root.roles[role].keyids):
@@ -579,17 +595,27 @@ def rotate(session: Session, *, root_signers: Sequence[Signer], lifetimes: Lifet
                        "new threshold") from None
     store_metadata(session, Root.type, new_md, now)
     report = RotationReport(root_version=root.version)
-    if new_online_signer is None:
+    repo_row = repository_row(session)
+    if repo_row is not None and new_root_signers and new_targets_signer is not None:
+        repo_row.development_keys = False  # every offline key is new: the development set is retired
+    if new_online_signer is None and new_targets_signer is None:
         return report
     assert targets_signer is not None
     repo = repository_row(session)
     assert repo is not None
     targets_version = head_versions(session, [Targets.type])[Targets.type] + 1
-    targets_md = _targets_metadata(targets_version, new_online_signer.public_key, repo.bins,
-                                   _expiry(now, lifetimes.targets))
+    online_key = new_online_signer.public_key if new_online_signer is not None else online_public_key(session)
+    targets_md = _targets_metadata(targets_version, online_key, repo.bins, _expiry(now, lifetimes.targets))
     targets_md.sign(targets_signer)
     store_metadata(session, Targets.type, targets_md, now)
     report.targets_version = targets_version
+    if new_online_signer is None:
+        if online_signer is None:
+            raise TufError("replacing the targets key re-signs snapshot and timestamp: the online signer is needed")
+        _require_online(session, online_signer)
+        report.snapshot, report.timestamp = _publish(session, online_signer, {"targets.json": targets_version},
+                                                     lifetimes, now)
+        return report
     every_bin = set(succinct_roles(new_online_signer.public_key.keyid, repo.bins).get_roles())
     signed = _sign_bins(session, every_bin, new_online_signer, lifetimes, now)
     store_many(session, signed, now)

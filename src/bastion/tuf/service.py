@@ -142,7 +142,9 @@ def run_snapshot(bastion: Bastion, signer: Signer) -> repository.CycleReport | N
 def run_refresh(bastion: Bastion, signer: Signer) -> repository.RefreshReport:
     """Re-sign online roles past half their life, collect garbage; in its own transaction."""
     settings = bastion.settings
-    offline = development_offline_signers(bastion)
+    with bastion.db.read() as session:
+        repo = repository.repository_row(session)
+    offline = development_offline_signers(bastion) if repo is not None and repo.development_keys else {}
     with bastion.db.write() as session:
         report = repository.refresh(session, signer, repository.Lifetimes.from_settings(settings),
                                     offline_signers=offline)
