@@ -170,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 300
     state: VerifyProxy
+    _started = False
+    """Whether this response's status line was sent (an error after it cannot become a 502)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # every request is logged once, with its outcome, by _answer
@@ -182,6 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- dispatch -------------------------------------------------------------------------------
     def _answer(self, *, head: bool) -> None:
+        self._started = False
         split = urlsplit(self.path)
         path = split.path
         try:
@@ -192,13 +195,18 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/packages/"):
                 return self._package(unquote(path[1:]), head)
             return self._plain(404, "Not Found", "Not Found: this proxy serves /simple/ and /packages/ only\n")
-        except VerificationError as exc:
-            reason = one_line(f"{FAILED}: {exc}")
-            self.state.log(f"{self.command} {self.path} -> 502 {reason}")
-            return self._plain(502, reason, reason + "\n", logged=True)
         except (BrokenPipeError, ConnectionResetError):
             return None
-        except Exception as exc:  # noqa: BLE001  (fail closed: never an unverified answer)
+        except Exception as exc:
+            if self._started:  # the status line is out: end the connection rather than the body
+                self.close_connection = True
+                self.state.log(f"{self.command} {self.path} -> cut short: {one_line(str(exc))}")
+                return None
+            if isinstance(exc, VerificationError):
+                reason = one_line(f"{FAILED}: {exc}")
+                self.state.log(f"{self.command} {self.path} -> 502 {reason}")
+                return self._plain(502, reason, reason + "\n", logged=True)
+            # Fail closed: never an unverified answer.
             reason = one_line(f"verify-proxy error: {type(exc).__name__}: {exc}")
             self.state.log(f"{self.command} {self.path} -> 500 {reason}")
             return self._plain(500, "verify-proxy error", reason + "\n", logged=True)
@@ -263,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, reason: str, content_type: str, length: int, body: Iterable[bytes], head: bool,
               *, note: str = "", extra: dict[str, str] | None = None, logged: bool = False) -> None:
         self.send_response(status, reason)
+        self._started = True
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))
         for key, value in (extra or {}).items():
