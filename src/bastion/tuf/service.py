@@ -140,7 +140,16 @@ def run_snapshot(bastion: Bastion, signer: Signer) -> repository.CycleReport | N
 
 
 def run_refresh(bastion: Bastion, signer: Signer) -> repository.RefreshReport:
-    """Re-sign online roles past half their life, collect garbage; in its own transaction."""
+    """Re-sign online roles past half their life, collect garbage; in its own transaction. When
+    a rotation committed since ``signer`` was chosen, the configured signer is reloaded once."""
+    try:
+        return _refresh(bastion, signer)
+    except repository.SignerRotated:
+        logger.warning("TUF: the online key was rotated during a refresh; reloading it")
+        return _refresh(bastion, online_signer(bastion))
+
+
+def _refresh(bastion: Bastion, signer: Signer) -> repository.RefreshReport:
     settings = bastion.settings
     with bastion.db.read() as session:
         repo = repository.repository_row(session)
@@ -203,7 +212,10 @@ class SnapshotWorker:
                 return
             try:
                 while not self._stop.is_set():
-                    report = run_snapshot(self.bastion, self.current_signer())
+                    try:
+                        report = run_snapshot(self.bastion, self.current_signer())
+                    except repository.SignerRotated:  # a rotation committed under this run: reload
+                        continue
                     self.runs += 1
                     if report is None or report.queued < repository.MAX_BATCH:
                         break
