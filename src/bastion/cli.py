@@ -1,8 +1,9 @@
 """The ``bastion`` command: serve, and the operator's account and project commands.
 
-Every command takes ``--data-dir`` (default ``./bastion-data`` or ``BASTION_DATA_DIR``), works while
-the server runs (it writes the same database and signals the change), prints errors to stderr and
-exits non-zero on failure.
+Every operator command takes ``--data-dir`` (default ``./bastion-data`` or ``BASTION_DATA_DIR``),
+works while the server runs (it writes the same database and signals the change), prints errors
+to stderr and exits non-zero on failure. The TUF client commands (``verify-proxy``, ``download``)
+take ``--index`` instead: they talk to an index over HTTP.
 """
 
 from __future__ import annotations

@@ -66,6 +66,9 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[st
     return found
 
 
+CLIENT_COMMANDS = {("verify-proxy",), ("download",)}
+
+
 def test_every_command_has_help() -> None:
     from bastion.cli import main
 
@@ -80,7 +83,11 @@ def test_every_command_has_help() -> None:
         for part in command:
             leaf = leaf.commands[part]
         if not isinstance(leaf, click.Group):
-            assert "--data-dir" in result.stdout, command
+            # Operator commands act on a data dir; the TUF client commands act on a remote index.
+            option = "--index" if command in CLIENT_COMMANDS else "--data-dir"
+            assert option in result.stdout, command
+            if command in CLIENT_COMMANDS:
+                assert "--data-dir" not in result.stdout, command
     short = run(None, None, "token", "-h")
     assert short.returncode == 0 and "Usage: bastion token" in short.stdout
 
