@@ -241,10 +241,13 @@ def _targets_metadata(version: int, online_key: Key, bins: int, expires: datetim
 
 
 def enqueue_all(session: Session) -> int:
-    """Queue every project that has simple pages, and the project list (used at creation)."""
+    """Queue every project that has simple pages or signed targets, and the project list (used at
+    creation and when TUF is turned on again: a project deleted meanwhile has no pages left, and
+    its targets must go)."""
     names = {INDEX_NAME}
     for key in session.execute(select(RenderedPage.key).where(RenderedPage.key.like("simple/%/index.json"))).scalars():
         names.add(key.split("/")[1])
+    names.update(session.execute(select(TufTarget.project).distinct()).scalars())
     enqueue(session, names)
     return len(names)
 
