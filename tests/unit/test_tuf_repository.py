@@ -906,6 +906,7 @@ def test_tuf_off_queues_nothing_and_on_again_signs_what_changed(data_dir: Path, 
     assert signer is not None
     token = make_user(on, "alice")
     upload(on, client, token, "before-off")
+    upload(on, client, token, "gone-while-off")
     assert tufservice.run_snapshot(on, signer) is not None
     root1 = fetch(client, "/tuf/metadata/1.root.json")
     assert root1 is not None
@@ -919,6 +920,11 @@ def test_tuf_off_queues_nothing_and_on_again_signs_what_changed(data_dir: Path, 
         depth = tufrepo.queue_depth(session)[0]
     assert depth == 0
     upload(off, client, token, "while-off")
+    with off.db.write() as session:
+        packaging.set_yanked(session, "before-off", "1.0", yanked=True, reason="while off", principal=OPERATOR)
+    with off.db.write() as session:
+        deletion = packaging.delete_project(session, off, "gone-while-off", principal=OPERATOR)
+    packaging.delete_blobs(off, deletion.blob_paths)
     with off.db.read() as session:
         assert tufrepo.queue_depth(session)[0] == 0, "TUF off: nothing is queued"
     for path in ("/tuf/metadata/timestamp.json", "/tuf/metadata/1.root.json"):
@@ -939,9 +945,10 @@ def test_tuf_off_queues_nothing_and_on_again_signs_what_changed(data_dir: Path, 
                 now_s(), token, tmp_path)
     walk = client_walk(client, root1)
     listed = check_served(repo, walk)
-    assert any(p.endswith("while-off-1.0-py3-none-any.whl") or p.endswith("while_off-1.0-py3-none-any.whl")
-               for p in listed), "the file uploaded while TUF was off is signed now"
-    assert listed.keys() >= expected_targets(repo, ["before-off", "while-off"]).keys()
+    assert any(p.endswith("/while_off-1.0-py3-none-any.whl") for p in listed), \
+        "the file uploaded while TUF was off is signed now"
+    assert not [p for p in listed if "gone" in p], "the project deleted while TUF was off is no target any more"
+    assert {p: (s, n) for p, (s, n, _) in listed.items()} == expected_targets(repo, ["before-off", "while-off"])
     client.close()
     on.close()
 
