@@ -97,6 +97,7 @@ def prepare(bastion: Bastion, *, announce: bool = True) -> Signer | None:
             logger.warning("TUF is off (BASTION_TUF=off): /tuf/metadata/ is not served and changes are not "
                            "signed; turning it back on re-signs every project")
         return None
+    check_refresh_interval(bastion)
     if repo is None:
         create_development_repository(bastion)
         development = True
@@ -113,6 +114,24 @@ def prepare(bastion: Bastion, *, announce: bool = True) -> Signer | None:
     if development and announce:
         logger.warning(DEVELOPMENT_WARNING.format(keys=settings.tuf_keys_dir))
     return signer
+
+
+def check_refresh_interval(bastion: Bastion) -> None:
+    """TufError unless the refresh task runs often enough: it re-signs an online role once that
+    role has used half its lifetime, so an interval of half the shortest lifetime or more lets
+    the role expire between two runs (clients then refuse every download)."""
+    settings = bastion.settings
+    interval = settings.duration("tuf_refresh_interval")
+    name = min(("tuf_timestamp_expiry", "tuf_snapshot_expiry", "tuf_bins_expiry"), key=settings.duration)
+    shortest = settings.duration(name)
+    if interval * 2 < shortest:
+        return
+    seconds = max(int(shortest.total_seconds()) // 4, 1)
+    unit = next((u for u, n in (("d", 86400), ("h", 3600), ("m", 60)) if seconds % n == 0), "s")
+    suggestion = f"{seconds // dict(d=86400, h=3600, m=60, s=1)[unit]}{unit}"
+    raise TufError(f"BASTION_TUF_REFRESH_INTERVAL ({settings.tuf_refresh_interval}) must be shorter than half of "
+                   f"BASTION_{name.upper()} ({getattr(settings, name)}): online metadata would expire between two "
+                   f"refreshes; set BASTION_TUF_REFRESH_INTERVAL to at most {suggestion} (or lengthen the expiry)")
 
 
 def write_marker(bastion: Bastion, version: int) -> None:
