@@ -889,6 +889,37 @@ def test_prepare_refuses_a_different_bin_count_or_a_broken_key(data_dir: Path, d
         again.close()
 
 
+def test_prepare_refuses_a_refresh_interval_that_lets_online_metadata_expire(data_dir: Path,
+                                                                             database_url: str) -> None:
+    """The refresh task re-signs what has used half its lifetime, once per interval: an interval
+    of half the shortest online lifetime or more lets that role expire between two runs."""
+    cases = [
+        ({"tuf_timestamp_expiry": "40m"}, "BASTION_TUF_TIMESTAMP_EXPIRY (40m)", "at most 10m"),
+        ({"tuf_bins_expiry": "2h", "tuf_refresh_interval": "1h"}, "BASTION_TUF_BINS_EXPIRY (2h)", "at most 30m"),
+        ({"tuf_snapshot_expiry": "20s", "tuf_timestamp_expiry": "30s"}, "BASTION_TUF_SNAPSHOT_EXPIRY (20s)",
+         "at most 5s"),
+    ]
+    for overrides, named, suggestion in cases:
+        instance = _bastion(data_dir, database_url, tuf_bins=16, **overrides)
+        try:
+            with pytest.raises(TufError) as refused:
+                tufservice.prepare(instance, announce=False)
+        finally:
+            instance.close()
+        text = str(refused.value)
+        interval = overrides.get("tuf_refresh_interval", "1h")
+        assert text.startswith(f"BASTION_TUF_REFRESH_INTERVAL ({interval}) must be shorter than half of {named}: "
+                               "online metadata would expire between two refreshes; set "), text
+        assert f"BASTION_TUF_REFRESH_INTERVAL to {suggestion}" in text and "\n" not in text
+        with instance.db.read() as session:
+            assert tufrepo.repository_row(session) is None, "nothing was created"
+    fine = _bastion(data_dir, database_url, tuf_bins=16, tuf_timestamp_expiry="6s", tuf_refresh_interval="1s")
+    try:
+        assert tufservice.prepare(fine, announce=False) is not None
+    finally:
+        fine.close()
+
+
 def test_tuf_off_queues_nothing_and_on_again_signs_what_changed(data_dir: Path, database_url: str,
                                                                   tmp_path: Path) -> None:
     def open_index(mode: str) -> tuple[Bastion, TestClient, Signer | None]:
@@ -1120,6 +1151,9 @@ def test_serve_refuses_to_start_with_broken_signing(data_dir: Path, database_url
     assert bins == (f"{prefix}BASTION_TUF_BINS is 1024 but the TUF repository was created with 16 bins, and the bin "
                     "count cannot change: set BASTION_TUF_BINS=16")
     assert not_power.startswith("error: invalid value 100 for BASTION_TUF_BINS: use a power of two from 2 to 16384")
+    (expiring,) = serve_refused(data_dir, database_url, {"BASTION_TUF_TIMESTAMP_EXPIRY": "40m"})
+    assert expiring.startswith(f"{prefix}BASTION_TUF_REFRESH_INTERVAL (1h) must be shorter than half of "
+                               "BASTION_TUF_TIMESTAMP_EXPIRY (40m)")
     instance = _bastion(data_dir, database_url)
     try:
         with instance.db.read() as session:
