@@ -167,6 +167,8 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
     if not root_key_files:
         _fail("rotation is signed by the current root keys: pass --root-key FILE (repeat up to the threshold)")
     bastion = _open(data_dir)
+    written: list[Path] = []  # new key files: removed again unless the rotation commits
+    committed = False
     try:
         with bastion.db.read() as session:
             root = repository.load_head(session, "root").signed
@@ -195,12 +197,14 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
                 new_online = CryptoSigner.generate_ed25519()
                 new_online_path = directory / f"{ONLINE_KEY_NAME}.new-{stamp}"
                 _write_key(new_online_path, new_online)
+                written.append(new_online_path)
         new_targets = None
         new_targets_path: Path | None = None
         if new_targets_key:
             new_targets = CryptoSigner.generate_ed25519()
             new_targets_path = directory / OFFLINE_DIR / f"targets-{stamp}.pem"
             _write_key(new_targets_path, new_targets)
+            written.append(new_targets_path)
         current_online = None
         if new_targets_key and not online:
             from bastion.tuf.service import online_signer as configured_online_signer
@@ -213,6 +217,7 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
                 signer = CryptoSigner.generate_ed25519()
                 path = directory / OFFLINE_DIR / f"root-{stamp}-{n}.pem"
                 _write_key(path, signer)
+                written.append(path)
                 new_roots.append(signer)
                 new_root_paths.append(path)
         with bastion.db.write() as session:
@@ -226,6 +231,7 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
                                   "new_root_keys": len(new_roots), "new_targets_key": new_targets_key,
                                   "online_keyid": new_online.public_key.keyid if new_online else None})
             root_bytes = repository.load_head(session, "root").to_bytes()
+        committed = True
         if new_online_path is not None:
             _install_online_key(bastion, new_online_path, stamp)
         (directory / f"{report.root_version}.root.json").write_bytes(root_bytes)
@@ -237,6 +243,9 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
     except TufError as exc:
         _fail(str(exc))
     finally:
+        if not committed:  # a refused rotation leaves no untrusted private key behind
+            for path in written:
+                path.unlink(missing_ok=True)
         bastion.close()
     out.print(f"root version {report.root_version} signed by the old and new root thresholds.", highlight=False)
     if online:
