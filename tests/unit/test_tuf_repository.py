@@ -1014,7 +1014,19 @@ def test_cli_init_status_refresh_and_rotate(data_dir: Path, database_url: str) -
     assert missing.returncode == 1
     assert one_line_error(missing) == ("error: this index has no TUF repository yet: run `bastion tuf init` (or start "
                                        "`bastion serve` once, which creates a development key set)")
-    assert cli(data_dir, database_url, "tuf", "init", "--root-keys", "2", "--root-threshold", "3").returncode == 1
+    assert one_line_error(cli(data_dir, database_url, "tuf", "init", "--root-keys", "2", "--root-threshold", "3")) \
+        == "error: --root-threshold 3 is more than --root-keys 2: k must be at most n"
+    public = data_dir.parent / "kms-public.pem"
+    public.write_bytes(serialization.load_pem_private_key(CryptoSigner.generate_ed25519().private_bytes, None)
+                       .public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    unknown = cli(data_dir, database_url, "tuf", "init", "--online-signer", "nosuch:foo", "--online-public-key",
+                  str(public))
+    assert one_line_error(unknown).startswith("error: online signer nosuch:foo cannot be loaded (ValueError: ")
+    no_public = cli(data_dir, database_url, "tuf", "init", "--online-signer", "nosuch:foo")
+    assert one_line_error(no_public).startswith("error: --online-signer needs --online-public-key")
+    assert not (data_dir / "tuf").exists(), "a refused ceremony writes no key"
+    assert cli(data_dir, database_url, "tuf", "status").returncode == 1, "and creates no repository"
 
     created = cli(data_dir, database_url, "tuf", "init", "--root-keys", "3", "--root-threshold", "2")
     assert created.returncode == 0, created.stderr
@@ -1050,10 +1062,20 @@ def test_cli_init_status_refresh_and_rotate(data_dir: Path, database_url: str) -
         few = cli(data_dir, database_url, "tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"),
                   "--targets-key", str(offline / "targets.pem"))
         assert one_line_error(few).startswith("error: rotation needs 2 of the current root keys; 1 of those given")
+        few_roots = cli(data_dir, database_url, "tuf", "rotate", "--new-root-keys", "2", "--root-key",
+                        str(offline / "root-1.pem"))
+        assert one_line_error(few_roots).startswith("error: rotation needs 2 of the current root keys; 1 of those")
+        key_files = sorted(p.relative_to(keys) for p in keys.rglob("*.pem*"))
+        assert key_files == [Path("offline/root-1.pem"), Path("offline/root-2.pem"), Path("offline/root-3.pem"),
+                             Path("offline/targets.pem"), Path("online.pem")], "a refused rotation leaves no new key"
         wrong = cli(data_dir, database_url, "tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"),
                     "--root-key", str(offline / "root-2.pem"), "--targets-key", str(offline / "root-3.pem"))
         assert one_line_error(wrong) == (f"error: targets key file {offline / 'root-3.pem'} is not the key the "
                                          "repository trusts (keyid " + one_line_error(wrong).split("(keyid ")[1])
+        absent = cli(data_dir, database_url, "tuf", "rotate", "--new-root-keys", "1", "--root-key",
+                     str(offline / "root-9.pem"))
+        assert one_line_error(absent) == (f"error: root key file {offline / 'root-9.pem'} does not exist: give the "
+                                          "path of the PEM file written by `bastion tuf init`")
         not_root = cli(data_dir, database_url, "tuf", "rotate", "--new-root-keys", "1", "--root-key",
                        str(offline / "targets.pem"))
         assert one_line_error(not_root).startswith(f"error: root key file {offline / 'targets.pem'} is not one of "
