@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.simple.serve import HTML_V1, SIMPLE_JSON, TEXT_HTML, negotiate
+from bastion.simple.accept import HTML_V1, SIMPLE_JSON, TEXT_HTML, negotiate
 from tests.conftest import make_user, post_upload
 from tests.distbuilder import make_sdist, make_wheel, metadata_text, upload_form
 

@@ -22,12 +22,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bastion.db import utcnow
+from bastion.simple.accept import SIMPLE_JSON
 from bastion.packaging.models import File, Project, Release
 from bastion.simple.models import RenderedPage
 
 API_VERSION = "1.1"
 HTML_TYPE = "text/html; charset=utf-8"
-SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 JSON_TYPE = "application/json"
 BASE_PLACEHOLDER = "@@BASTION_BASE_URL@@"
 

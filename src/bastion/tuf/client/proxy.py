@@ -23,15 +23,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
+from bastion.simple.accept import HTML_V1, OFFERED, SIMPLE_JSON, TEXT_HTML, negotiate
 from bastion.tuf.client import VerificationError, VerifiedIndex, one_line
 
-SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
-HTML_V1 = "application/vnd.pypi.simple.v1+html"
-TEXT_HTML = "text/html"
-OFFERED = (TEXT_HTML, HTML_V1, SIMPLE_JSON)
-"""Offered types in the order ties are broken (like the index: */* gets HTML)."""
-ALIASES = {"application/vnd.pypi.simple.latest+json": SIMPLE_JSON,
-           "application/vnd.pypi.simple.latest+html": HTML_V1}
 CONTENT_TYPES = {TEXT_HTML: "text/html; charset=utf-8", HTML_V1: HTML_V1, SIMPLE_JSON: SIMPLE_JSON}
 FILE_TYPES = {".whl": "application/zip", ".zip": "application/zip", ".tar.gz": "application/gzip",
               ".metadata": "text/plain; charset=utf-8"}
@@ -43,41 +37,6 @@ _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORE
 
 def ready_line(port: int) -> str:
     return f"verify-proxy listening on http://127.0.0.1:{port}/simple/"
-
-
-def negotiate(accept: str | None) -> str | None:
-    """The simple-page type to answer with for an Accept header (q-values and specificity
-    honoured, ties to HTML as the index does); None when nothing offered is acceptable."""
-    if not accept or not accept.strip():
-        return TEXT_HTML
-    entries = []
-    for part in accept.split(","):
-        media, *params = [p.strip() for p in part.split(";")]
-        if not media:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = max(0.0, min(1.0, float(value)))
-                except ValueError:
-                    q = 0.0
-        entries.append((ALIASES.get(media.lower(), media.lower()), q))
-    best: tuple[float, int] | None = None
-    chosen = None
-    for rank, offered in enumerate(OFFERED):
-        major = offered.split("/")[0]
-        quality, specificity = None, -1
-        for media, q in entries:
-            spec = 2 if media == offered else 1 if media == f"{major}/*" else 0 if media == "*/*" else -1
-            if spec > specificity:
-                specificity, quality = spec, q
-        if quality is None or quality <= 0:
-            continue
-        if best is None or (quality, -rank) > best:
-            best, chosen = (quality, -rank), offered
-    return chosen
 
 
 class _Anchors(HTMLParser):
