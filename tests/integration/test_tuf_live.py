@@ -536,3 +536,78 @@ def test_crash_inside_the_snapshot_transaction_keeps_the_previous_set(site: Site
     assert got[new_path] == new.read_bytes()
     assert after.timestamp.signed.version > signed.timestamp.signed.version
     site.stop(healthy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Online key rotation while uploads go on
+# ---------------------------------------------------------------------------------------------
+
+def test_online_key_rotation_under_uploads(site: Site, tmp_path: Path) -> None:
+    """`bastion tuf rotate --online` commits while uploads keep the snapshot worker busy: the
+    worker switches to the new key by itself (no traceback in the log), every upload ends up signed
+    with it, and a client holding root v1 follows the chain and downloads everything."""
+    server = site.boot(BASTION_TUF_BINS="16")
+    old_root, _ = metadata(server, "1.root.json")
+    old_online = old_root.signed.roles["timestamp"].keyids[0]
+    names = ["rot-a", "rot-b"]
+    for name in names:  # the projects exist before the race (see the concurrency test)
+        directory = tmp_path / f"{name}-first"
+        directory.mkdir()
+        upload(server, make_wheel(directory, name, "1.0"), name, "1.0")
+    counter = iter(range(1000))
+    lock = threading.Lock()
+    stop = threading.Event()
+    failures: list[str] = []
+    uploaded: list[str] = []
+
+    def uploader() -> None:
+        with httpx.Client(timeout=120, trust_env=False) as client:
+            while not stop.is_set():
+                with lock:
+                    n = next(counter)
+                name, version = names[n % 2], f"2.{n}"
+                directory = tmp_path / f"{name}-{version}"
+                directory.mkdir()
+                try:
+                    upload(server, make_wheel(directory, name, version), name, version, client)
+                    with lock:
+                        uploaded.append(version)
+                except Exception as exc:  # noqa: BLE001
+                    failures.append(f"{name} {version}: {type(exc).__name__}: {exc}")
+                    return
+
+    threads = [threading.Thread(target=uploader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + WAIT
+    while len(uploaded) < 5 and not failures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    offline = site.data_dir / "tuf" / "keys" / "offline"
+    before_rotation = len(uploaded)
+    rotated = server.cli_ok("tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"),
+                            "--root-key", str(offline / "root-2.pem"), "--targets-key", str(offline / "targets.pem"))
+    assert "online key replaced" in rotated.stdout
+    after_rotation = len(uploaded)
+    while len(uploaded) < after_rotation + 8 and not failures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not failures, f"{failures}\n--- server stderr ---\n{server.stderr_text()}"
+    assert after_rotation > before_rotation, "no upload ran while the rotation committed"
+    assert len(uploaded) >= after_rotation + 8
+    wait_until_drained(site, server)
+
+    served = served_set(server)  # every signature checked against the newest root
+    assert served.root.signed.version == 2
+    new_online = served.root.signed.roles["timestamp"].keyids
+    assert new_online != [old_online] and old_online not in served.root.signed.keys
+    for md in [served.timestamp, served.snapshot, *served.bins.values()]:
+        assert list(md.signatures) == new_online
+    listed = served.listed()
+    assert set(listed) == expected_targets(server, names)
+    assert len([p for p in listed if p.startswith("packages/")]) == len(uploaded) + len(names)
+    check_targets_served(server, listed)
+    ngclient_downloads_everything(server, tmp_path / "ngclient", sorted(listed))
+    assert "the online key was rotated" in server.stderr_text(), "the worker reloaded the key file"
+    site.stop(server)  # fails on any traceback the worker logged
