@@ -451,13 +451,16 @@ class RefreshReport:
     snapshot: int | None = None
     timestamp: int | None = None
     warnings: list[str] = field(default_factory=list)
+    root: int | None = None
+    """The new root version, when root was re-signed."""
 
 
 def refresh(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: datetime | None = None,
             offline_signers: dict[str, list[Signer]] | None = None) -> RefreshReport:
     """Re-sign every online role that has used half its lifetime (bins that never change too), and
-    warn about offline roles (root, targets) that expire within 30 days, re-signing them when
-    their keys are at hand (``offline_signers``: the development key set)."""
+    warn about offline roles (root, targets) that expire within 30 days; when their keys are at
+    hand (``offline_signers``: the development key set) they are re-signed at half their lifetime
+    instead (not at every run: every root version is kept and walked by clients)."""
     now = now or utcnow()
     advisory_lock(session, LOCK)
     _require_online(session, signer)
@@ -468,13 +471,13 @@ def refresh(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: date
     offline_signers = offline_signers or {}
     for role in (Root.type, Targets.type):
         version, expires = heads[role]
-        if expires - now < lifetimes.of(role) / 2 or expires - now < timedelta(days=30):
-            signers = offline_signers.get(role)
-            if not signers:
-                if expires - now < timedelta(days=30):
-                    report.warnings.append(f"{role} metadata expires {expires:%Y-%m-%d %H:%M} UTC: re-sign it "
-                                           "with its offline keys (`bastion tuf rotate`)")
-                continue
+        signers = offline_signers.get(role)
+        if not signers:
+            if expires - now < timedelta(days=30):
+                report.warnings.append(f"{role} metadata expires {expires:%Y-%m-%d %H:%M} UTC: re-sign it "
+                                       "with its offline keys (`bastion tuf rotate`)")
+            continue
+        if expires - now < lifetimes.of(role) / 2:
             md = load_head(session, role)
             md.signed.version = version + 1
             md.signed.expires = _expiry(now, lifetimes.of(role))
@@ -491,6 +494,8 @@ def refresh(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: date
             store_metadata(session, role, md, now)
             if role == Targets.type:
                 changed_meta["targets.json"] = version + 1
+            else:
+                report.root = version + 1
     stale_bins = {role for role, (_, expires) in heads.items()
                   if role.startswith(BIN_PREFIX + "-") and expires - now < lifetimes.bins / 2}
     signed = _sign_bins(session, stale_bins, signer, lifetimes, now)

@@ -179,8 +179,8 @@ def _refresh(bastion: Bastion, signer: Signer) -> repository.RefreshReport:
         repository.collect_garbage(session, settings.duration("tuf_gc_grace"))
     for warning in report.warnings:
         logger.warning("TUF: %s", warning)
-    if report.timestamp is not None:
-        write_marker(bastion, report.timestamp)
+    if report.timestamp is not None or report.root is not None:  # a new root alone changes root.json too
+        write_marker(bastion, report.timestamp if report.timestamp is not None else report.root or 0)
     return report
 
 
