@@ -558,6 +558,47 @@ def test_refresh_warns_about_offline_roles_and_resigns_them_with_their_keys(make
     assert walk.trusted.root.version == 2 and walk.trusted.targets.version == 2
 
 
+def test_refresh_resigns_offline_roles_at_half_life_not_at_every_run(make_repo: Callable[..., Repo]) -> None:
+    """With the keys at hand (a development key set), root and targets are re-signed once they
+    have used half their lifetime, not at every hourly run: every root version is kept for ever
+    and walked by clients, so a new root per run would pile up without end."""
+    short = Lifetimes(root=timedelta(days=20), targets=timedelta(days=20), bins=DAY, snapshot=DAY, timestamp=DAY)
+    repo = make_repo(lifetimes=short)
+    offline: dict[str, list[Signer]] = {"root": list(repo.roots), "targets": [repo.targets]}
+    for hours in range(1, 6):  # five hourly runs, well within the first half of 20 days
+        report = repo.refresh(repo.t0 + timedelta(hours=hours), offline=offline)
+        assert report.warnings == []
+    assert (repo.heads()["root"], repo.heads()["targets"]) == (1, 1)
+    repo.refresh(repo.t0 + timedelta(days=10, hours=1), offline=offline)
+    assert (repo.heads()["root"], repo.heads()["targets"]) == (2, 2)
+    repo.refresh(repo.t0 + timedelta(days=10, hours=2), offline=offline)
+    assert (repo.heads()["root"], repo.heads()["targets"]) == (2, 2)
+
+
+def test_a_root_resigned_by_the_refresh_task_reaches_a_running_server(data_dir: Path, database_url: str) -> None:
+    """The development key set's root re-signed by run_refresh (no new timestamp needed) must be
+    what a running server answers at root.json."""
+    created = _bastion(data_dir, database_url, tuf_bins=16, tuf_root_expiry="20d")
+    try:
+        assert tufservice.prepare(created, announce=False) is not None
+    finally:
+        created.close()
+    running = _bastion(data_dir, database_url, tuf_bins=16, tuf_root_expiry="60d")
+    client = TestClient(create_app(bastion=running), base_url="http://testserver")
+    try:
+        signer = tufservice.prepare(running, announce=False)
+        assert signer is not None
+        assert client.get("/tuf/metadata/root.json").json()["signed"]["version"] == 1
+        report = tufservice.run_refresh(running, signer)  # 20 days left of 60: past half, re-signed
+        assert report.timestamp is None, "only root needed signing"
+        with running.db.read() as session:
+            assert tufrepo.head_versions(session, ["root"]) == {"root": 2}
+        assert client.get("/tuf/metadata/root.json").json()["signed"]["version"] == 2
+    finally:
+        client.close()
+        running.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Garbage
 # ---------------------------------------------------------------------------------------------
