@@ -1,4 +1,5 @@
-"""A man-in-the-middle HTTP proxy for attack tests: forwards to a live server, alters on demand.
+"""A man-in-the-middle HTTP proxy for attack tests (a compromised mirror, or an attacker on the
+network): forwards to a live server, alters on demand.
 
 It sits on 127.0.0.1 between a TUF client (python-tuf's ngclient, ``bastion verify-proxy``)
 and a live ``bastion serve``, and answers every request by forwarding it, unless a rule added by
@@ -137,6 +138,11 @@ class Mitm:
         regex = re.compile(path_pattern)
         return [e for e in self.seen if regex.fullmatch(e.path)]
 
+    def altered(self) -> list[Exchange]:
+        """The requests a rule answered with other bytes than upstream's (a rewrite whose
+        transform left the body as it was does not count)."""
+        return [e for e in self.seen if e.rule is not None]
+
     # -- answering ---------------------------------------------------------------------------
     def _rule_for(self, path: str) -> Rule | None:
         with self._lock:
@@ -170,9 +176,11 @@ class Mitm:
         applied = None
         if rule is not None and rule.kind == "rewrite" and response.status_code == 200:
             assert rule.transform is not None
-            body = rule.transform(body)
-            out_headers = [(k, v) for k, v in out_headers if k.lower() != "etag"]
-            applied = rule.name
+            altered = rule.transform(body)
+            if altered != body:
+                body = altered
+                out_headers = [(k, v) for k, v in out_headers if k.lower() != "etag"]
+                applied = rule.name
         self.seen.append(Exchange(handler.command, path, response.status_code, applied))
         head_length = response.headers.get("content-length") if handler.command == "HEAD" else None
         self._send(handler, response.status_code, response.reason_phrase, out_headers, body, head_length)

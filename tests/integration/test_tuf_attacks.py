@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,28 +36,24 @@ from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api import exceptions
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
 from tuf.ngclient import Updater
-from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
 from tests.distbuilder import make_wheel
 from tests.integration.conftest import (
-    BASTION,
-    PYTHON,
     LiveServer,
     _shutdown,
     clean_env,
     describe,
     installed,
     output,
-    run,
     start_server,
 )
 from tests.integration.mitm import Mitm
+from tests.integration.tufclient import HTTP_TIMEOUT, SIMPLE_JSON, fetch_root, pip_install, tuf_updater, verify_proxy
 
 PROJECT = "attack-target"
 PAGE = f"simple/{PROJECT}/index.json"
 WHEEL_V1 = "attack_target-1.0-py3-none-any.whl"
 WHEEL_V2 = "attack_target-2.0-py3-none-any.whl"
-HTTP_TIMEOUT = 30
 SIGNED_TIMEOUT = 30.0
 TIMESTAMP_MAX = 16384  # ngclient's default UpdaterConfig.timestamp_max_length
 
@@ -74,15 +69,6 @@ def _no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------------------------
 # TUF clients and what they fetched
 # ---------------------------------------------------------------------------------------------
-
-def updater(base_url: str, metadata_dir: Path, root: bytes) -> Updater:
-    """An ngclient Updater reading metadata and targets from ``base_url`` (the index root),
-    bootstrapped with the trusted ``root``; ``metadata_dir`` is its memory between runs."""
-    metadata_dir.mkdir(parents=True, exist_ok=True)
-    return Updater(metadata_dir=str(metadata_dir), metadata_base_url=f"{base_url}/tuf/metadata/",
-                   target_dir=str(metadata_dir / "targets"), target_base_url=f"{base_url}/",
-                   fetcher=Urllib3Fetcher(socket_timeout=HTTP_TIMEOUT), bootstrap=root)
-
 
 def fetch_target(client: Updater, path: str) -> bytes:
     """The verified bytes of one target (refreshing first if the client has not)."""
@@ -102,8 +88,7 @@ def http_get(url: str, **kwargs: Any) -> httpx.Response:
 
 def file_path(server: LiveServer, filename: str) -> str | None:
     """The target path (``packages/...``) of a file the server lists, or None."""
-    response = http_get(f"{server.url}/simple/{PROJECT}/",
-                        headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    response = http_get(f"{server.url}/simple/{PROJECT}/", headers={"Accept": SIMPLE_JSON})
     if response.status_code != 200:
         return None
     for entry in response.json()["files"]:
@@ -128,7 +113,7 @@ def wait_signed(server: LiveServer, root: bytes, filename: str, scratch: Path) -
         attempt += 1
         path = file_path(server, filename)
         if path is not None:
-            client = updater(server.url, scratch / f"wait-{filename}-{attempt}", root)
+            client = tuf_updater(server.url, scratch / f"wait-{filename}-{attempt}", root)
             if client.get_targetinfo(path) is not None:
                 return path
             last = "listed on the simple page, not yet in signed metadata"
@@ -142,71 +127,22 @@ def wait_signed(server: LiveServer, root: bytes, filename: str, scratch: Path) -
 # bastion verify-proxy and pip
 # ---------------------------------------------------------------------------------------------
 
-READY = re.compile(r"verify-proxy listening on (http://127\.0\.0\.1:\d+/simple/)")
-PROXY_START_TIMEOUT = 60.0
-PIP_TIMEOUT = 120
-
-
-@dataclass
-class VerifyProxy:
-    """A running ``bastion verify-proxy``."""
-
-    url: str
-    """Its simple index URL (``.../simple/``), for pip's --index-url."""
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextmanager
-def verify_proxy(upstream: str, root_file: Path, cache_dir: Path, workdir: Path) -> Iterator[VerifyProxy]:
-    """``bastion verify-proxy --port 0`` against ``upstream`` (the MITM), up once it printed its
-    ready line; stopped (SIGTERM, then SIGKILL) afterwards."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / f"verify-proxy-{time.monotonic_ns()}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [BASTION, "verify-proxy", "--index", f"{upstream}/", "--root", str(root_file), "--port", "0",
-             "--cache-dir", str(cache_dir)],
-            env=clean_env(workdir / "home"), stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + PROXY_START_TIMEOUT
-        while True:
-            found = READY.search(log_path.read_text(errors="replace"))
-            if found:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"verify-proxy exited with {proc.returncode}:\n{log_path.read_text()}", pytrace=False)
-            if time.monotonic() > deadline:
-                pytest.fail(f"verify-proxy printed no ready line in {PROXY_START_TIMEOUT} s:\n"
-                            f"{log_path.read_text()}", pytrace=False)
-            time.sleep(0.05)
-        yield VerifyProxy(found.group(1), proc, log_path)
-        assert proc.poll() is None, f"verify-proxy died:\n{log_path.read_text()}"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def pip_install(proxy: VerifyProxy, target: Path, home: Path) -> subprocess.CompletedProcess[str]:
-    """Unmodified pip, installing the project through the verify-proxy. ``--retries 0``: pip
-    retries a 502 five times with back-off by default, which only slows the refusal down."""
-    return run([PYTHON, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
-                "--retries", "0", "--timeout", "30", "--target", str(target), "--index-url", proxy.url, PROJECT],
-               env=clean_env(home), timeout=PIP_TIMEOUT)
-
-
 PAGE_REFUSED = r"Could not find a version that satisfies the requirement attack-target \(from versions: none\)"
 """What pip prints when the project's page was refused (pip logs the 502 of a page at debug level)."""
 FILE_REFUSED = r"HTTP error 502 while getting http://127\.0\.0\.1:\d+/packages/\S+"
 """What pip prints when a file was refused."""
+
+
+def pip_through_verify_proxy(upstream: str, root_file: Path, workdir: Path,
+                             cache_dir: Path | None) -> tuple[subprocess.CompletedProcess[str], str, Path]:
+    """pip installing the project through a verify-proxy on ``upstream``: (pip's result, the
+    proxy's log, pip's --target). After a refused file pip may reset its connection to the
+    proxy, which then logs the stdlib's traceback of that reset: the only traceback allowed."""
+    env = clean_env(workdir / "home")
+    target = workdir / "target"
+    with verify_proxy(f"{upstream}/", root_file, workdir, env, cache_dir=cache_dir, allow_client_resets=True) as proxy:
+        result = pip_install(proxy.index_url, target, env, PROJECT)
+        return result, proxy.log(), target
 
 
 def assert_pip_refused(upstream: str, root_file: Path, workdir: Path, reason: str, *,
@@ -214,10 +150,7 @@ def assert_pip_refused(upstream: str, root_file: Path, workdir: Path, reason: st
     """pip through a verify-proxy on ``upstream`` fails, installs nothing, prints ``pip_says``,
     and the proxy's log names ``reason`` (a regex) as a TUF verification failure. Returns the
     proxy's log."""
-    target = workdir / "target"
-    with verify_proxy(upstream, root_file, cache_dir or workdir / "cache", workdir) as proxy:
-        result = pip_install(proxy, target, workdir / "home")
-        log = proxy.log()
+    result, log, target = pip_through_verify_proxy(upstream, root_file, workdir, cache_dir)
     assert result.returncode != 0, describe(result) + "\n--- verify-proxy ---\n" + log
     assert not target.exists() or not any(target.iterdir()), describe(result)
     assert re.search(r"TUF verification failed: .*" + reason, log), f"{reason!r} not in the proxy's log:\n{log}"
@@ -228,10 +161,7 @@ def assert_pip_refused(upstream: str, root_file: Path, workdir: Path, reason: st
 def assert_pip_installs(upstream: str, root_file: Path, workdir: Path, version: str, *,
                         cache_dir: Path | None = None) -> str:
     """The control: pip through a verify-proxy on ``upstream`` installs ``version``."""
-    target = workdir / "target"
-    with verify_proxy(upstream, root_file, cache_dir or workdir / "cache", workdir) as proxy:
-        result = pip_install(proxy, target, workdir / "home")
-        log = proxy.log()
+    result, log, target = pip_through_verify_proxy(upstream, root_file, workdir, cache_dir)
     assert result.returncode == 0, describe(result) + "\n--- verify-proxy ---\n" + log
     assert installed(target) == {PROJECT: version}, describe(result)
     assert "TUF verification failed" not in log, log
@@ -323,7 +253,7 @@ class State:
 
 def capture(server: LiveServer, root: bytes, directory: Path, *also: str) -> State:
     """The state a fresh client verifies when it fetches the project's page and ``also``."""
-    client = updater(server.url, directory, root)
+    client = tuf_updater(server.url, directory, root)
     page = fetch_target(client, PAGE)
     for path in also:
         fetch_target(client, path)
@@ -363,11 +293,8 @@ def start_index(tmp: Path, *, settings: str = "") -> tuple[LiveServer, bytes, Pa
     if settings:
         (data_dir / "bastion.toml").write_text(settings)
     server = start_server("sqlite", data_dir, None, tmp / "home")
-    root = http_get(f"{server.url}/tuf/metadata/1.root.json").content
-    Metadata[Root].from_bytes(root)  # it parses as root metadata
-    root_file = tmp / "1.root.json"
-    root_file.write_bytes(root)
-    return server, root, root_file
+    root_file = fetch_root(server, tmp)
+    return server, root_file.read_bytes(), root_file
 
 
 @pytest.fixture(scope="module")
@@ -418,7 +345,7 @@ def remembering_cache(proxy_memory: Path, tmp_path: Path) -> Path:
 def assert_clean(index: Index, mitm: Mitm, directory: Path) -> None:
     """The control: through the proxy passing everything through, a fresh client verifies and
     downloads the current page and the 2.0 wheel, byte for byte what the server signed."""
-    client = updater(mitm.url, directory, index.root)
+    client = tuf_updater(mitm.url, directory, index.root)
     assert fetch_target(client, PAGE) == index.new.page
     assert fetch_target(client, index.wheel_v2_path) == index.wheel_v2
     assert all(exchange.rule is None for exchange in mitm.seen), mitm.seen
@@ -461,7 +388,7 @@ def test_tampered_target_is_refused(index: Index, mitm: Mitm, tmp_path: Path, wh
     assert_clean(index, mitm, tmp_path / "control")
     target = index.wheel_v2_path if what == "wheel" else PAGE
     rule = mitm.rewrite(any_name(target), tamper, name=f"tampered {what}")
-    client = updater(mitm.url, tmp_path / "client", index.root)
+    client = tuf_updater(mitm.url, tmp_path / "client", index.root)
     info = client.get_targetinfo(target)
     assert info is not None
     with pytest.raises(expected):
@@ -479,16 +406,16 @@ def test_tampered_target_is_refused(index: Index, mitm: Mitm, tmp_path: Path, wh
 
 def test_timestamp_rollback_is_refused(index: Index, mitm: Mitm, tmp_path: Path, proxy_memory: Path) -> None:
     memory = tmp_path / "client"
-    updater(mitm.url, memory, index.root).refresh()  # the client sees the current timestamp
+    tuf_updater(mitm.url, memory, index.root).refresh()  # the client sees the current timestamp
     new_version = trusted(memory, Timestamp.type).signed.version
     rule = mitm.serve("/tuf/metadata/timestamp.json", index.old.timestamp, name="old timestamp")
     with pytest.raises(exceptions.BadVersionNumberError, match=rf"must be >= {new_version}"):
-        updater(mitm.url, memory, index.root).refresh()
+        tuf_updater(mitm.url, memory, index.root).refresh()
     assert rule.hits == 1
     assert trusted(memory, Timestamp.type).signed.version == new_version
     # The replayed timestamp is genuine (signed, unexpired): a client with no memory takes it and
     # sees the old state (TUF's known window for fresh clients, bounded by the timestamp expiry).
-    fresh = updater(mitm.url, tmp_path / "fresh", index.root)
+    fresh = tuf_updater(mitm.url, tmp_path / "fresh", index.root)
     assert fresh.get_targetinfo(index.wheel_v2_path) is None
     assert fetch_target(fresh, PAGE) == index.old.page
 
@@ -502,13 +429,13 @@ def test_timestamp_rollback_is_refused(index: Index, mitm: Mitm, tmp_path: Path,
 def test_old_snapshot_under_the_new_name_is_refused(index: Index, mitm: Mitm, tmp_path: Path) -> None:
     assert len(index.old.snapshot) <= len(index.new.snapshot)  # else a DownloadLengthMismatchError
     memory = tmp_path / "client"
-    updater(mitm.url, memory, index.root).refresh()
+    tuf_updater(mitm.url, memory, index.root).refresh()
     rule = mitm.serve(f"/tuf/metadata/{index.new.snapshot_version}.snapshot.json", index.old.snapshot,
                       name="old snapshot, new name")
     for directory in (memory, tmp_path / "fresh"):
         (directory / "snapshot.json").unlink(missing_ok=True)  # make the client download it
         with pytest.raises(exceptions.LengthOrHashMismatchError):
-            updater(mitm.url, directory, index.root).refresh()
+            tuf_updater(mitm.url, directory, index.root).refresh()
     assert rule.hits == 2
     assert_pip_refused(mitm.url, index.root_file, tmp_path / "pip", "Observed (length|hash)")
 
@@ -521,14 +448,14 @@ def test_snapshot_older_than_trusted_is_refused_even_signed_with_the_online_key(
     new_ts = Metadata[Timestamp].from_bytes(index.new.timestamp).signed
     forged = forge(index.new.timestamp, then(bump(), pointing_at(index.old.snapshot)), online)
     memory = tmp_path / "client"
-    updater(mitm.url, memory, index.root).refresh()
+    tuf_updater(mitm.url, memory, index.root).refresh()
     rule = mitm.serve("/tuf/metadata/timestamp.json", forged, name="timestamp -> old snapshot")
     with pytest.raises(exceptions.BadVersionNumberError,
                        match=rf"snapshot version must be >= {new_ts.snapshot_meta.version}"):
-        updater(mitm.url, memory, index.root).refresh()
+        tuf_updater(mitm.url, memory, index.root).refresh()
     # Control: the forgery is well signed; only the client's memory refuses it.
     fresh = tmp_path / "fresh"
-    updater(mitm.url, fresh, index.root).refresh()
+    tuf_updater(mitm.url, fresh, index.root).refresh()
     assert trusted(fresh, Timestamp.type).signed.version == new_ts.version + 1
     assert trusted(fresh, Snapshot.type).signed.version == index.old.snapshot_version
     assert rule.hits == 2
@@ -551,15 +478,15 @@ def test_bin_rollback_in_a_snapshot_signed_with_the_online_key_is_refused(
     snapshot = forge(index.new.snapshot, then(bump(), roll_back_bin), online)
     timestamp = forge(index.new.timestamp, then(bump(), pointing_at(snapshot)), online)
     memory = tmp_path / "client"
-    updater(mitm.url, memory, index.root).refresh()
+    tuf_updater(mitm.url, memory, index.root).refresh()
     mitm.serve("/tuf/metadata/timestamp.json", timestamp, name="timestamp")
     rule = mitm.serve(f"/tuf/metadata/{index.new.snapshot_version + 1}.snapshot.json", snapshot,
                       name="snapshot with an old bin")
     with pytest.raises(exceptions.BadVersionNumberError, match=re.escape(name)):
-        updater(mitm.url, memory, index.root).refresh()
+        tuf_updater(mitm.url, memory, index.root).refresh()
     # Control: a client with no memory accepts the forged pair and reads the old bin (its page
     # lists 1.0 only; the 2.0 wheel's own target sits in another bin).
-    fresh = updater(mitm.url, tmp_path / "fresh", index.root)
+    fresh = tuf_updater(mitm.url, tmp_path / "fresh", index.root)
     assert fetch_target(fresh, PAGE) == index.old.page
     assert rule.hits == 2
 
@@ -576,7 +503,7 @@ def test_old_bin_under_the_new_version_name_is_refused(index: Index, mitm: Mitm,
     role = index.new.bin_role
     new_version, old_version = index.new.bin_version(role), index.old.bin_version(role)
     rule = mitm.serve(f"/tuf/metadata/{new_version}.{role}.json", index.old.bins[role], name="old bin, new name")
-    client = updater(mitm.url, tmp_path / "client", index.root)
+    client = tuf_updater(mitm.url, tmp_path / "client", index.root)
     with pytest.raises(exceptions.BadVersionNumberError, match=rf"Expected {role} v{new_version}, got v{old_version}"):
         client.get_targetinfo(PAGE)
     assert rule.hits == 1
@@ -587,7 +514,7 @@ def test_old_page_under_the_new_hash_name_is_refused(index: Index, mitm: Mitm, t
     assert_clean(index, mitm, tmp_path / "control")
     rule = mitm.serve(f"/simple/{PROJECT}/{index.new.page_sha256}.index.json", index.old.page,
                       name="old page, new name", content_type="application/vnd.pypi.simple.v1+json")
-    client = updater(mitm.url, tmp_path / "client", index.root)
+    client = tuf_updater(mitm.url, tmp_path / "client", index.root)
     info = client.get_targetinfo(PAGE)
     assert info is not None and info.hashes["sha256"] == index.new.page_sha256
     expected = (exceptions.LengthOrHashMismatchError if len(index.old.page) <= info.length
@@ -642,7 +569,7 @@ def test_metadata_signed_by_an_untrusted_key_is_refused(index: Index, mitm: Mitm
                 signed.add_key(attacker.public_key, name)
             signed.roles[Root.type].threshold = 1
         rule = mitm.serve("/tuf/metadata/2.root.json", forge(index.root, take_over, signer), name=role)
-    client = updater(mitm.url, tmp_path / "client", index.root)
+    client = tuf_updater(mitm.url, tmp_path / "client", index.root)
     with pytest.raises(exceptions.UnsignedMetadataError) as refused:
         client.get_targetinfo(index.wheel_v2_path)
     assert rule.hits == 1, mitm.seen
@@ -677,7 +604,7 @@ def wait_stream_end(rule: Any, count: int) -> None:
 @pytest.mark.parametrize("what", ["timestamp", "wheel"])
 def test_endless_response_is_cut_at_the_length_limit(index: Index, mitm: Mitm, tmp_path: Path, what: str) -> None:
     assert_clean(index, mitm, tmp_path / "control")
-    client = updater(mitm.url, tmp_path / "client", index.root)
+    client = tuf_updater(mitm.url, tmp_path / "client", index.root)
     if what == "timestamp":
         rule = mitm.endless("/tuf/metadata/timestamp.json", name="endless timestamp")
         limit = TIMESTAMP_MAX
@@ -749,12 +676,12 @@ def test_expired_timestamp_is_refused(tmp_path: Path) -> None:
             while datetime.now(UTC) <= expires:
                 time.sleep(0.2)
             time.sleep(0.5)
-            control = updater(proxy.url, tmp_path / "control", root)
+            control = tuf_updater(proxy.url, tmp_path / "control", root)
             assert fetch_target(control, wheel)  # the server keeps re-signing: fresh metadata verifies
             assert trusted(tmp_path / "control", Timestamp.type).signed.expires > expires
             rule = proxy.serve("/tuf/metadata/timestamp.json", captured, name="expired timestamp")
             with pytest.raises(exceptions.ExpiredMetadataError, match="timestamp.json is expired"):
-                updater(proxy.url, tmp_path / "client", root).refresh()
+                tuf_updater(proxy.url, tmp_path / "client", root).refresh()
             assert rule.hits == 1
             assert_pip_refused(proxy.url, root_file, tmp_path / "pip", "timestamp.json is expired")
             assert rule.hits >= 2
@@ -778,10 +705,10 @@ def test_online_key_revoked_by_rotation_is_refused(tmp_path: Path) -> None:
         signer = online_key_signer(stolen, root)
         memory = tmp_path / "client"
         with Mitm(server.url) as proxy:
-            assert fetch_target(updater(proxy.url, memory, root), wheel)
+            assert fetch_target(tuf_updater(proxy.url, memory, root), wheel)
             current = http_get(f"{server.url}/tuf/metadata/timestamp.json").content
             rule = proxy.serve("/tuf/metadata/timestamp.json", forge(current, bump(1000), signer), name="forged")
-            updater(proxy.url, memory, root).refresh()
+            tuf_updater(proxy.url, memory, root).refresh()
             accepted = trusted(memory, Timestamp.type).signed
             assert accepted.version == Metadata[Timestamp].from_bytes(current).signed.version + 1000
             assert rule.hits == 1
@@ -794,7 +721,7 @@ def test_online_key_revoked_by_rotation_is_refused(tmp_path: Path) -> None:
             assert http_get(f"{server.url}/tuf/metadata/2.root.json").status_code == 200
             # The client follows 2.root.json; the fast-forwarded timestamp it had stored is signed
             # by a key the new root does not list, so it is dropped and the real one accepted.
-            assert fetch_target(updater(proxy.url, memory, root), wheel)
+            assert fetch_target(tuf_updater(proxy.url, memory, root), wheel)
             assert Path(memory / "root.json").resolve().name == "2.root.json"
             assert trusted(memory, Root.type).signed.version == 2
             assert signer.public_key.keyid not in trusted(memory, Root.type).signed.roles[Timestamp.type].keyids
@@ -807,7 +734,7 @@ def test_online_key_revoked_by_rotation_is_refused(tmp_path: Path) -> None:
             rule = proxy.serve("/tuf/metadata/timestamp.json", forge(current, bump(1000), signer), name="forged")
             for directory in (memory, tmp_path / "fresh"):
                 with pytest.raises(exceptions.UnsignedMetadataError, match=r"timestamp was signed by 0/1 keys"):
-                    updater(proxy.url, directory, root).refresh()
+                    tuf_updater(proxy.url, directory, root).refresh()
             assert rule.hits == 2
             assert trusted(tmp_path / "fresh", Root.type).signed.version == 2
             assert_pip_refused(proxy.url, root_file, tmp_path / "pip", r"timestamp was signed by 0/1 keys",
@@ -819,8 +746,7 @@ def test_online_key_revoked_by_rotation_is_refused(tmp_path: Path) -> None:
 
 def test_json_page_and_wheel_bytes_are_what_pip_would_install(index: Index) -> None:
     """The targets are the bytes the simple API serves (so verifying them protects pip)."""
-    page = http_get(f"{index.server.url}/simple/{PROJECT}/",
-                    headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    page = http_get(f"{index.server.url}/simple/{PROJECT}/", headers={"Accept": SIMPLE_JSON})
     assert page.content == index.new.page
     files = {f["filename"]: f for f in json.loads(page.content)["files"]}
     assert files[WHEEL_V2]["hashes"]["sha256"] == hashlib.sha256(index.wheel_v2).hexdigest()

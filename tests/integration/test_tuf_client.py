@@ -3,7 +3,8 @@ index lists; pip and uv install through ``bastion verify-proxy``; ``bastion down
 verified file; bad input gives one line and a non-zero exit; a tampered file is refused.
 
 Every client is the real thing in a subprocess (pip, uv, the ``bastion`` CLI); the only stand-ins
-are loopback HTTP servers in this file that play a tampering mirror or an index without TUF.
+are loopback HTTP proxies: one that records what the verify-proxy fetched, and the
+man-in-the-middle of mitm.py playing a tampering mirror.
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ import hashlib
 import json
 import re
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 from tuf.api.metadata import Metadata
 from tuf.ngclient import Updater
@@ -35,6 +32,7 @@ from tests.integration.conftest import (
     Dists,
     LiveServer,
     RecordingProxy,
+    _free_port,
     _shutdown,
     clean_env,
     describe,
@@ -43,38 +41,15 @@ from tests.integration.conftest import (
     start_server,
     wheel_metadata,
 )
+from tests.integration.mitm import Mitm
+from tests.integration.tufclient import SIMPLE_JSON, fetch_root, pip_install, tuf_updater, verify_proxy
 
-SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
-READY = re.compile(r"verify-proxy listening on http://127\.0\.0\.1:(\d+)/simple/")
 SIGNING_TIMEOUT = 60.0
-PROXY_START_TIMEOUT = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers: the trusted root, waiting for the snapshot worker, the proxy as a subprocess
+# Helpers: waiting for the snapshot worker, the CLI (the clients themselves are in tufclient.py)
 # ---------------------------------------------------------------------------------------------
-
-def fetch_root(server: LiveServer, directory: Path) -> Path:
-    """The server's version-1 root, written where the clients read it (tests trust the loopback)."""
-    with server.http() as client:
-        response = client.get("/tuf/metadata/1.root.json")
-    assert response.status_code == 200, response.text
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "1.root.json"
-    path.write_bytes(response.content)
-    return path
-
-
-def updater_for(server: LiveServer, root: Path, workdir: Path) -> Updater:
-    """python-tuf's ngclient, used directly (not through Bastion's client code)."""
-    (workdir / "metadata").mkdir(parents=True, exist_ok=True)
-    (workdir / "targets").mkdir(parents=True, exist_ok=True)
-    updater = Updater(metadata_dir=str(workdir / "metadata"), metadata_base_url=f"{server.url}/tuf/metadata/",
-                      target_dir=str(workdir / "targets"), target_base_url=f"{server.url}/",
-                      bootstrap=root.read_bytes())
-    updater.refresh()
-    return updater
-
 
 def plain(server: LiveServer, path: str) -> bytes:
     """The bytes the index serves at ``path`` without TUF."""
@@ -82,6 +57,13 @@ def plain(server: LiveServer, path: str) -> bytes:
         response = client.get(path)
     assert response.status_code == 200, (path, response.status_code, response.text)
     return response.content
+
+
+def updater_for(server: LiveServer, root: Path, metadata_dir: Path) -> Updater:
+    """An ngclient on the live server, bootstrapped with ``root``, refreshed."""
+    updater = tuf_updater(server.url, metadata_dir, root.read_bytes())
+    updater.refresh()
+    return updater
 
 
 def wait_until_signed(server: LiveServer, root: Path, projects: list[str], workdir: Path) -> None:
@@ -102,115 +84,8 @@ def wait_until_signed(server: LiveServer, root: Path, projects: list[str], workd
     pytest.fail(f"the snapshot worker did not sign {missing} within {SIGNING_TIMEOUT}s", pytrace=False)
 
 
-@dataclass
-class ProxyProcess:
-    """A running ``bastion verify-proxy``."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def index_url(self) -> str:
-        return f"{self.url}/simple/"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, trust_env=False)
-
-
-@contextmanager
-def verify_proxy(index_url: str, root: Path, workdir: Path, env: dict[str, str]) -> Iterator[ProxyProcess]:
-    """``bastion verify-proxy --port 0``, up once it printed its ready line; stopped afterwards."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "verify-proxy.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [BASTION, "verify-proxy", "--index", index_url, "--root", str(root), "--port", "0",
-             "--cache-dir", str(workdir / "cache")],
-            env=env, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + PROXY_START_TIMEOUT
-        port = None
-        while port is None:
-            match = READY.search(log_path.read_text(errors="replace"))
-            if match:
-                port = int(match.group(1))
-            elif proc.poll() is not None:
-                pytest.fail(f"verify-proxy exited with {proc.returncode}:\n{log_path.read_text()}", pytrace=False)
-            elif time.monotonic() > deadline:
-                pytest.fail(f"verify-proxy printed no ready line in {PROXY_START_TIMEOUT}s:\n{log_path.read_text()}",
-                            pytrace=False)
-            else:
-                time.sleep(0.05)
-        proxy = ProxyProcess(proc, port, log_path)
-        yield proxy
-        assert proc.poll() is None, f"verify-proxy died:\n{proxy.log()}"
-        assert "Traceback" not in proxy.log(), proxy.log()
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def pip_install(index_url: str, target: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run([PYTHON, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
-                "--retries", "0", "--target", str(target), "--index-url", index_url, *args], env=env)
-
-
 def bastion(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return run([BASTION, *args], env=env, cwd=cwd, timeout=120)
-
-
-class TamperingMirror:
-    """A loopback mirror of a live server that passes everything through except what ``tamper``
-    changes: (path, body) -> body. It stands for a compromised mirror or a man in the middle."""
-
-    def __init__(self, upstream: str, tamper: Callable[[str, bytes], bytes]) -> None:
-        self.tampered: list[str] = []
-        mirror = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                with httpx.Client(trust_env=False, timeout=60) as client:
-                    response = client.get(upstream + self.path)
-                body = tamper(self.path, response.content)
-                if body != response.content:
-                    mirror.tampered.append(self.path)
-                self.send_response(response.status_code)
-                self.send_header("Content-Type", response.headers.get("content-type", "application/octet-stream"))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> TamperingMirror:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def flip_last_byte(body: bytes) -> bytes:
@@ -290,7 +165,7 @@ def test_ngclient_verifies_and_downloads_every_target_the_index_lists(signed: Si
 
     # ... and the signed metadata lists nothing else: the union of every bin (from the snapshot
     # python-tuf verified and persisted) is exactly that set.
-    snapshot = Metadata.from_file(str(tmp_path / "ngclient" / "metadata" / "snapshot.json")).signed
+    snapshot = Metadata.from_file(str(tmp_path / "ngclient" / "snapshot.json")).signed
     in_bins: set[str] = set()
     bins = [name for name in snapshot.meta if name.startswith("bins-")]
     assert len(bins) == 256
@@ -480,14 +355,6 @@ def tuf_off_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
             _shutdown(server)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 BAD_INPUTS = ["root-missing", "root-is-a-directory", "root-is-timestamp", "root-is-other-json", "root-not-json",
               "root-tampered", "index-refuses-connections", "index-has-tuf-off", "index-url-not-http"]
 
@@ -563,16 +430,13 @@ def test_download_refuses_a_spec_that_is_not_name_equals_version(tmp_path: Path,
 
 def test_pip_through_verify_proxy_refuses_a_tampered_wheel(signed: SignedIndex, tmp_path: Path) -> None:
     server = signed.server
-
-    def tamper(path: str, body: bytes) -> bytes:
-        return flip_last_byte(body) if path.endswith("-py3-none-any.whl") else body
-
-    with TamperingMirror(server.url, tamper) as mirror, \
-            verify_proxy(mirror.url, signed.root, tmp_path / "proxy", server.client_env) as proxy:
-        result = pip_install(proxy.index_url, tmp_path / "target", server.client_env, "demo-dep")
-        log = proxy.log()
-        assert result.returncode != 0, describe(result)
-        assert mirror.tampered, "the mirror never served the wheel"
+    with Mitm(server.url) as mirror:
+        mirror.rewrite(r".*-py3-none-any\.whl", flip_last_byte, name="tampered wheel")
+        with verify_proxy(mirror.url, signed.root, tmp_path / "proxy", server.client_env) as proxy:
+            result = pip_install(proxy.index_url, tmp_path / "target", server.client_env, "demo-dep")
+            log = proxy.log()
+            assert result.returncode != 0, describe(result)
+            assert mirror.altered(), "the mirror never served the wheel"
     assert installed(tmp_path / "target") == {}
     assert not (tmp_path / "target" / "demo_dep").exists()
     # pip shows the reason phrase; the proxy logged the reason.
@@ -583,33 +447,28 @@ def test_pip_through_verify_proxy_refuses_a_tampered_wheel(signed: SignedIndex, 
 
 def test_verify_proxy_refuses_a_tampered_page_and_metadata_file(signed: SignedIndex, tmp_path: Path) -> None:
     server = signed.server
-
-    def tamper(path: str, body: bytes) -> bytes:
-        if re.fullmatch(r"/simple/demo-pkg/[0-9a-f]{64}\.index\.json", path):
-            return body.replace(b"demo_pkg-1.1.0", b"demo_pkg-6.6.6")
-        if path.endswith(".whl.metadata"):
-            return body + b"Requires-Dist: evil\n"
-        return body
-
-    with TamperingMirror(server.url, tamper) as mirror, \
-            verify_proxy(mirror.url, signed.root, tmp_path / "proxy", server.client_env) as proxy, \
-            proxy.http() as client:
-        page = client.get("/simple/demo-pkg/", headers={"Accept": SIMPLE_JSON})
-        assert page.status_code == 502
-        assert page.reason_phrase.startswith("TUF verification failed: simple/demo-pkg/index.json: ")
-        assert page.text.startswith("TUF verification failed: simple/demo-pkg/index.json: ")
-        assert b"6.6.6" not in page.content
-        # The HTML page is untouched: served, and its .metadata links remembered ...
-        html = client.get("/simple/demo-pkg/", headers={"Accept": "text/html"})
-        assert html.status_code == 200 and html.content == plain(server, "/simple/demo-pkg/index.html")
-        entry = next(f for f in server.simple_json("demo-pkg")["files"] if f["filename"].endswith(".whl"))
-        metadata = client.get("/" + entry["url"][len("../../"):] + ".metadata")
-        # ... but a .metadata file that does not match the digest the verified page announced is not.
-        assert metadata.status_code == 502, metadata.text
-        assert metadata.reason_phrase.startswith("TUF verification failed: packages/")
-        assert "is not the" in metadata.reason_phrase and "that the verified simple page announced" in metadata.text
-        assert b"evil" not in metadata.content
-        assert len(mirror.tampered) >= 2
+    with Mitm(server.url) as mirror:
+        mirror.rewrite(r"/simple/demo-pkg/[0-9a-f]{64}\.index\.json",
+                       lambda body: body.replace(b"demo_pkg-1.1.0", b"demo_pkg-6.6.6"), name="tampered page")
+        mirror.rewrite(r".*\.whl\.metadata", lambda body: body + b"Requires-Dist: evil\n", name="tampered .metadata")
+        with verify_proxy(mirror.url, signed.root, tmp_path / "proxy", server.client_env) as proxy, \
+                proxy.http() as client:
+            page = client.get("/simple/demo-pkg/", headers={"Accept": SIMPLE_JSON})
+            assert page.status_code == 502
+            assert page.reason_phrase.startswith("TUF verification failed: simple/demo-pkg/index.json: ")
+            assert page.text.startswith("TUF verification failed: simple/demo-pkg/index.json: ")
+            assert b"6.6.6" not in page.content
+            # The HTML page is untouched: served, and its .metadata links remembered ...
+            html = client.get("/simple/demo-pkg/", headers={"Accept": "text/html"})
+            assert html.status_code == 200 and html.content == plain(server, "/simple/demo-pkg/index.html")
+            entry = next(f for f in server.simple_json("demo-pkg")["files"] if f["filename"].endswith(".whl"))
+            metadata = client.get("/" + entry["url"][len("../../"):] + ".metadata")
+            # ... but a .metadata file that does not match the digest the verified page announced is not.
+            assert metadata.status_code == 502, metadata.text
+            assert metadata.reason_phrase.startswith("TUF verification failed: packages/")
+            assert "is not the" in metadata.reason_phrase and "that the verified simple page announced" in metadata.text
+            assert b"evil" not in metadata.content
+            assert len(mirror.altered()) >= 2
     log = proxy.log()
     assert "GET /simple/demo-pkg/ -> 502 TUF verification failed: simple/demo-pkg/index.json" in log, log
     assert ".whl.metadata -> 502 TUF verification failed:" in log, log
@@ -617,11 +476,8 @@ def test_verify_proxy_refuses_a_tampered_page_and_metadata_file(signed: SignedIn
 
 def test_download_refuses_a_tampered_file(signed: SignedIndex, tmp_path: Path) -> None:
     server = signed.server
-
-    def tamper(path: str, body: bytes) -> bytes:
-        return flip_last_byte(body) if path.endswith(".tar.gz") else body
-
-    with TamperingMirror(server.url, tamper) as mirror:
+    with Mitm(server.url) as mirror:
+        mirror.rewrite(r".*\.tar\.gz", flip_last_byte, name="tampered sdist")
         result = bastion("download", "demo-sdist-only==0.1.0", "--index", mirror.url, "--root", str(signed.root),
                          "--dest", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
                          env=server.client_env)
@@ -637,20 +493,19 @@ def test_verify_proxy_starts_on_refused_metadata_and_answers_only_502(signed: Si
     (so that the failure is visible to pip, request by request) and serves nothing."""
     server = signed.server
 
-    def tamper(path: str, body: bytes) -> bytes:
-        if path == "/tuf/metadata/timestamp.json":
-            document = json.loads(body)
-            document["signed"]["version"] += 1000
-            return json.dumps(document).encode()
-        return body
+    def tamper(body: bytes) -> bytes:
+        document = json.loads(body)
+        document["signed"]["version"] += 1000
+        return json.dumps(document).encode()
 
-    with TamperingMirror(server.url, tamper) as mirror, \
-            verify_proxy(mirror.url, signed.root, tmp_path / "proxy", server.client_env) as proxy:
-        result = pip_install(proxy.index_url, tmp_path / "target", server.client_env, "demo-dep")
-        with proxy.http() as client:
-            response = client.get("/simple/demo-dep/")
-        log = proxy.log()
-        assert mirror.tampered
+    with Mitm(server.url) as mirror:
+        mirror.rewrite("/tuf/metadata/timestamp.json", tamper, name="tampered timestamp")
+        with verify_proxy(mirror.url, signed.root, tmp_path / "proxy", server.client_env) as proxy:
+            result = pip_install(proxy.index_url, tmp_path / "target", server.client_env, "demo-dep")
+            with proxy.http() as client:
+                response = client.get("/simple/demo-dep/")
+            log = proxy.log()
+            assert mirror.altered()
     assert result.returncode != 0 and installed(tmp_path / "target") == {}, describe(result)
     assert response.status_code == 502
     assert response.reason_phrase.startswith("TUF verification failed: refreshing metadata from ")
