@@ -91,7 +91,7 @@ class Repo:
     def rotate(self, now: datetime, **kwargs: Any) -> tufrepo.RotationReport:
         with self.bastion.db.write() as session:
             report = tufrepo.rotate(session, lifetimes=self.lifetimes, now=now, **kwargs)
-        tufservice.write_marker(self.bastion, report.timestamp or -report.root_version)
+        tufservice.write_marker(self.bastion, report.timestamp if report.timestamp is not None else report.root_version)
         return report
 
     def upload(self, name: str, version: str, *, sdist: bool = False) -> None:
@@ -1041,6 +1041,18 @@ def cli(data_dir: Path, database_url: str, *args: str, **env: str) -> subprocess
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
+def clis(data_dir: Path, database_url: str, *commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Several commands run at the same time (each ``bastion`` start costs most of a second)."""
+    started = [subprocess.Popen([BASTION, *args, "--data-dir", str(data_dir)], env=_env(database_url),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+               for args in commands]
+    done = []
+    for proc in started:
+        stdout, stderr = proc.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return done
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """The error a failed command printed: one line (unwrapped) starting with 'error:'."""
     assert result.returncode != 0, result
@@ -1051,20 +1063,19 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_cli_init_status_refresh_and_rotate(data_dir: Path, database_url: str) -> None:
-    missing = cli(data_dir, database_url, "tuf", "status")
-    assert missing.returncode == 1
-    assert one_line_error(missing) == ("error: this index has no TUF repository yet: run `bastion tuf init` (or start "
-                                       "`bastion serve` once, which creates a development key set)")
-    assert one_line_error(cli(data_dir, database_url, "tuf", "init", "--root-keys", "2", "--root-threshold", "3")) \
-        == "error: --root-threshold 3 is more than --root-keys 2: k must be at most n"
     public = data_dir.parent / "kms-public.pem"
     public.write_bytes(serialization.load_pem_private_key(CryptoSigner.generate_ed25519().private_bytes, None)
                        .public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    unknown = cli(data_dir, database_url, "tuf", "init", "--online-signer", "nosuch:foo", "--online-public-key",
-                  str(public))
+    missing, too_high, unknown, no_public = clis(
+        data_dir, database_url, ["tuf", "status"], ["tuf", "init", "--root-keys", "2", "--root-threshold", "3"],
+        ["tuf", "init", "--online-signer", "nosuch:foo", "--online-public-key", str(public)],
+        ["tuf", "init", "--online-signer", "nosuch:foo"])
+    assert missing.returncode == 1
+    assert one_line_error(missing) == ("error: this index has no TUF repository yet: run `bastion tuf init` (or start "
+                                       "`bastion serve` once, which creates a development key set)")
+    assert one_line_error(too_high) == "error: --root-threshold 3 is more than --root-keys 2: k must be at most n"
     assert one_line_error(unknown).startswith("error: online signer nosuch:foo cannot be loaded (ValueError: ")
-    no_public = cli(data_dir, database_url, "tuf", "init", "--online-signer", "nosuch:foo")
     assert one_line_error(no_public).startswith("error: --online-signer needs --online-public-key")
     assert not (data_dir / "tuf").exists(), "a refused ceremony writes no key"
     assert cli(data_dir, database_url, "tuf", "status").returncode == 1, "and creates no repository"
@@ -1072,58 +1083,50 @@ def test_cli_init_status_refresh_and_rotate(data_dir: Path, database_url: str) -
     created = cli(data_dir, database_url, "tuf", "init", "--root-keys", "3", "--root-threshold", "2")
     assert created.returncode == 0, created.stderr
     keys = data_dir / "tuf" / "keys"
+    offline = keys / "offline"
     assert "TUF repository created: 16 bins, root 2 of 3." in created.stdout
-    assert sorted(p.name for p in (keys / "offline").iterdir()) == ["root-1.pem", "root-2.pem", "root-3.pem",
-                                                                      "targets.pem"]
-    assert all((p.stat().st_mode & 0o777) == 0o600 for p in (keys / "offline").iterdir())
+    assert sorted(p.name for p in offline.iterdir()) == ["root-1.pem", "root-2.pem", "root-3.pem", "targets.pem"]
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in offline.iterdir())
     root1 = (keys / "1.root.json").read_bytes()
     instance = _bastion(data_dir, database_url)
     try:
         with instance.db.read() as session:
             assert tufrepo.load_head(session, "root").to_bytes() == root1
             before = session.execute(select(TufHead.role, TufHead.version)).all()
-        again = cli(data_dir, database_url, "tuf", "init")
+        # Refusals, all at once: none of them may change anything.
+        again, status, few, few_roots, wrong, absent, not_root = clis(
+            data_dir, database_url, ["tuf", "init"], ["tuf", "status"],
+            ["tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"), "--targets-key",
+             str(offline / "targets.pem")],
+            ["tuf", "rotate", "--new-root-keys", "2", "--root-key", str(offline / "root-1.pem")],
+            ["tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"), "--root-key",
+             str(offline / "root-2.pem"), "--targets-key", str(offline / "root-3.pem")],
+            ["tuf", "rotate", "--new-root-keys", "1", "--root-key", str(offline / "root-9.pem")],
+            ["tuf", "rotate", "--new-root-keys", "1", "--root-key", str(offline / "targets.pem")])
         assert one_line_error(again).startswith("error: this index already has a TUF repository: `bastion tuf init` "
                                                 "runs once")
+        assert status.returncode == 0, status.stderr
+        assert "bins: 16" in status.stdout and "queue: 1 project(s) waiting" in status.stdout
+        assert one_line_error(few).startswith("error: rotation needs 2 of the current root keys; 1 of those given")
+        assert one_line_error(few_roots).startswith("error: rotation needs 2 of the current root keys; 1 of those")
+        assert one_line_error(wrong) == (f"error: targets key file {offline / 'root-3.pem'} is not the key the "
+                                         "repository trusts (keyid " + one_line_error(wrong).split("(keyid ")[1])
+        assert one_line_error(absent) == (f"error: root key file {offline / 'root-9.pem'} does not exist: give the "
+                                          "path of the PEM file written by `bastion tuf init`")
+        assert one_line_error(not_root).startswith(f"error: root key file {offline / 'targets.pem'} is not one of "
+                                                   "the current root keys")
+        key_files = sorted(p.relative_to(keys) for p in keys.rglob("*.pem*"))
+        assert key_files == [Path("offline/root-1.pem"), Path("offline/root-2.pem"), Path("offline/root-3.pem"),
+                             Path("offline/targets.pem"), Path("online.pem")], "a refused rotation leaves no new key"
         with instance.db.read() as session:
             assert session.execute(select(TufHead.role, TufHead.version)).all() == before
         assert (keys / "1.root.json").read_bytes() == root1
-
-        status = cli(data_dir, database_url, "tuf", "status")
-        assert status.returncode == 0, status.stderr
-        assert "bins: 16" in status.stdout and "queue: 1 project(s) waiting" in status.stdout
 
         refreshed = cli(data_dir, database_url, "tuf", "refresh")
         assert refreshed.returncode == 0, refreshed.stderr
         assert refreshed.stdout.startswith("snapshot runs: 1;")
         with instance.db.read() as session:
             assert tufrepo.queue_depth(session)[0] == 0
-
-        offline = keys / "offline"
-        few = cli(data_dir, database_url, "tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"),
-                  "--targets-key", str(offline / "targets.pem"))
-        assert one_line_error(few).startswith("error: rotation needs 2 of the current root keys; 1 of those given")
-        few_roots = cli(data_dir, database_url, "tuf", "rotate", "--new-root-keys", "2", "--root-key",
-                        str(offline / "root-1.pem"))
-        assert one_line_error(few_roots).startswith("error: rotation needs 2 of the current root keys; 1 of those")
-        key_files = sorted(p.relative_to(keys) for p in keys.rglob("*.pem*"))
-        assert key_files == [Path("offline/root-1.pem"), Path("offline/root-2.pem"), Path("offline/root-3.pem"),
-                             Path("offline/targets.pem"), Path("online.pem")], "a refused rotation leaves no new key"
-        wrong = cli(data_dir, database_url, "tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"),
-                    "--root-key", str(offline / "root-2.pem"), "--targets-key", str(offline / "root-3.pem"))
-        assert one_line_error(wrong) == (f"error: targets key file {offline / 'root-3.pem'} is not the key the "
-                                         "repository trusts (keyid " + one_line_error(wrong).split("(keyid ")[1])
-        absent = cli(data_dir, database_url, "tuf", "rotate", "--new-root-keys", "1", "--root-key",
-                     str(offline / "root-9.pem"))
-        assert one_line_error(absent) == (f"error: root key file {offline / 'root-9.pem'} does not exist: give the "
-                                          "path of the PEM file written by `bastion tuf init`")
-        not_root = cli(data_dir, database_url, "tuf", "rotate", "--new-root-keys", "1", "--root-key",
-                       str(offline / "targets.pem"))
-        assert one_line_error(not_root).startswith(f"error: root key file {offline / 'targets.pem'} is not one of "
-                                                   "the current root keys")
-        with instance.db.read() as session:
-            assert session.execute(select(TufHead.role, TufHead.version)).all() != []
-            assert tufrepo.load_head(session, "root").signed.version == 1
         old_online = (keys / "online.pem").read_bytes()
         rotated = cli(data_dir, database_url, "tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"),
                       "--root-key", str(offline / "root-3.pem"), "--targets-key", str(offline / "targets.pem"))
@@ -1206,15 +1209,15 @@ def test_serve_refuses_to_start_with_broken_signing(data_dir: Path, database_url
     assert garbage.startswith(f"{prefix}TUF online key file {online.resolve()} cannot be used: it is not a PEM "
                               "private key")
     online.write_bytes(key)
-    unknown, directory, bins, not_power = serve_refused(
+    unknown, directory, bins, not_power, expiring = serve_refused(
         data_dir, database_url, {"BASTION_TUF_ONLINE_SIGNER": "nosuch:foo"},
-        {"BASTION_TUF_ONLINE_SIGNER": f"file2:{data_dir}"}, {"BASTION_TUF_BINS": "1024"}, {"BASTION_TUF_BINS": "100"})
+        {"BASTION_TUF_ONLINE_SIGNER": f"file2:{data_dir}"}, {"BASTION_TUF_BINS": "1024"}, {"BASTION_TUF_BINS": "100"},
+        {"BASTION_TUF_TIMESTAMP_EXPIRY": "40m"})
     assert unknown.startswith(f"{prefix}TUF online signer nosuch:foo cannot be loaded (ValueError: ")
     assert directory.startswith(f"{prefix}TUF online key file {data_dir} cannot be read (Is a directory)")
     assert bins == (f"{prefix}BASTION_TUF_BINS is 1024 but the TUF repository was created with 16 bins, and the bin "
                     "count cannot change: set BASTION_TUF_BINS=16")
     assert not_power.startswith("error: invalid value 100 for BASTION_TUF_BINS: use a power of two from 2 to 16384")
-    (expiring,) = serve_refused(data_dir, database_url, {"BASTION_TUF_TIMESTAMP_EXPIRY": "40m"})
     assert expiring.startswith(f"{prefix}BASTION_TUF_REFRESH_INTERVAL (1h) must be shorter than half of "
                                "BASTION_TUF_TIMESTAMP_EXPIRY (40m)")
     instance = _bastion(data_dir, database_url)
