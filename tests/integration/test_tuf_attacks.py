@@ -140,7 +140,7 @@ def pip_through_verify_proxy(upstream: str, root_file: Path, workdir: Path,
     proxy, which then logs the stdlib's traceback of that reset: the only traceback allowed."""
     env = clean_env(workdir / "home")
     target = workdir / "target"
-    with verify_proxy(f"{upstream}/", root_file, workdir, env, cache_dir=cache_dir, allow_client_resets=True) as proxy:
+    with verify_proxy(f"{upstream}/", root_file, workdir, env, cache_dir=cache_dir) as proxy:
         result = pip_install(proxy.index_url, target, env, PROJECT)
         return result, proxy.log(), target
 
