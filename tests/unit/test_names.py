@@ -227,3 +227,22 @@ def test_owner_uploading_under_another_spelling_adds_to_the_project(client, bast
     path = _wheel(tmp_path, "HELLO.WORLD", "1.1")
     accepted(client, alice, path, "HELLO.WORLD", "1.1")
     assert simple_json(client, "hello-world")["versions"] == ["1.0", "1.1"]
+
+
+def test_a_project_created_concurrently_is_not_too_similar_to_itself(bastion: Bastion) -> None:
+    """Two first uploads of one new name: the first commits while the second's transaction is
+    open. The second must not be refused as "too similar to an existing project" (itself); it
+    goes on to the insert, whose unique constraint makes the upload retry and find the project.
+    A different name that folds to the same one is still refused."""
+    from bastion.events import CLI_CONTEXT
+    from bastion.packaging.service import create_project, find_project, new_project_refusal
+
+    with bastion.db.read() as late:
+        assert find_project(late, "race-pkg") is None  # the late upload looked first
+        with bastion.db.write() as early:
+            create_project(early, "race-pkg", None, prohibited=frozenset(), context=CLI_CONTEXT,
+                           secret=bastion.secret)
+        assert new_project_refusal(late, "Race_Pkg", frozenset()) is None
+    with bastion.db.read() as session:
+        refusal = new_project_refusal(session, "racepkg", frozenset())
+    assert refusal is not None and "too similar to an existing project 'race-pkg'" in refusal

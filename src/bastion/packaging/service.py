@@ -135,9 +135,15 @@ def new_project_refusal(session: Session, name: str, prohibited: frozenset[str])
     if refusal:
         return refusal
     folded = names.ultranormalize(name)
-    clash = session.execute(
-        select(Project.name).where(Project.ultranormalized_name == folded)
-    ).scalar()
+    row = session.execute(
+        select(Project.name, Project.normalized_name).where(Project.ultranormalized_name == folded)
+    ).first()
+    if row is not None and row.normalized_name == names.normalize(name):
+        # The same project, committed by a concurrent upload since this transaction looked it up
+        # (PostgreSQL's READ COMMITTED): the insert's unique constraint fails and the upload
+        # retries, finding the project, instead of refusing the name as "too similar" to itself.
+        return None
+    clash = row.name if row is not None else None
     if clash is not None:
         return (
             f"The name '{name}' is too similar to an existing project '{clash}' "
