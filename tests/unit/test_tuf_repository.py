@@ -852,7 +852,7 @@ def test_bad_key_files_are_one_line_errors_naming_the_file(tmp_path: Path) -> No
     directory.mkdir()
     cases = [
         (tmp_path / "missing.pem", "does not exist: give the path of the PEM file written by `bastion tuf init`"),
-        (directory, "cannot be read (Is a directory)"),
+        (directory, "is a directory: give the path of the PEM file"),
         (garbage, "cannot be used: it is not a PEM private key; give an unencrypted PKCS#8 PEM Ed25519 key"),
         (empty, "cannot be used: it is not a PEM private key"),
         (public_file, "cannot be used: it is not a PEM private key"),
@@ -1094,7 +1094,7 @@ def test_cli_init_status_refresh_and_rotate(data_dir: Path, database_url: str) -
             assert tufrepo.load_head(session, "root").to_bytes() == root1
             before = session.execute(select(TufHead.role, TufHead.version)).all()
         # Refusals, all at once: none of them may change anything.
-        again, status, few, few_roots, wrong, absent, not_root = clis(
+        again, status, few, few_roots, wrong, absent, not_root, lone_threshold = clis(
             data_dir, database_url, ["tuf", "init"], ["tuf", "status"],
             ["tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"), "--targets-key",
              str(offline / "targets.pem")],
@@ -1102,7 +1102,11 @@ def test_cli_init_status_refresh_and_rotate(data_dir: Path, database_url: str) -
             ["tuf", "rotate", "--online", "--root-key", str(offline / "root-1.pem"), "--root-key",
              str(offline / "root-2.pem"), "--targets-key", str(offline / "root-3.pem")],
             ["tuf", "rotate", "--new-root-keys", "1", "--root-key", str(offline / "root-9.pem")],
-            ["tuf", "rotate", "--new-root-keys", "1", "--root-key", str(offline / "targets.pem")])
+            ["tuf", "rotate", "--new-root-keys", "1", "--root-key", str(offline / "targets.pem")],
+            ["tuf", "rotate", "--online", "--new-root-threshold", "1", "--root-key", str(offline / "root-1.pem"),
+             "--root-key", str(offline / "root-2.pem"), "--targets-key", str(offline / "targets.pem")])
+        assert one_line_error(lone_threshold) == ("error: --new-root-threshold applies to new root keys: give "
+                                                  "--new-root-keys N as well")
         assert one_line_error(again).startswith("error: this index already has a TUF repository: `bastion tuf init` "
                                                 "runs once")
         assert status.returncode == 0, status.stderr
@@ -1214,7 +1218,7 @@ def test_serve_refuses_to_start_with_broken_signing(data_dir: Path, database_url
         {"BASTION_TUF_ONLINE_SIGNER": f"file2:{data_dir}"}, {"BASTION_TUF_BINS": "1024"}, {"BASTION_TUF_BINS": "100"},
         {"BASTION_TUF_TIMESTAMP_EXPIRY": "40m"})
     assert unknown.startswith(f"{prefix}TUF online signer nosuch:foo cannot be loaded (ValueError: ")
-    assert directory.startswith(f"{prefix}TUF online key file {data_dir} cannot be read (Is a directory)")
+    assert directory.startswith(f"{prefix}TUF online key file {data_dir} is a directory: give the path of the PEM file")
     assert bins == (f"{prefix}BASTION_TUF_BINS is 1024 but the TUF repository was created with 16 bins, and the bin "
                     "count cannot change: set BASTION_TUF_BINS=16")
     assert not_power.startswith("error: invalid value 100 for BASTION_TUF_BINS: use a power of two from 2 to 16384")

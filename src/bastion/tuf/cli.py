@@ -100,15 +100,22 @@ def tuf_init(keys_dir: Path | None, root_keys: int, root_threshold: int, online_
         if external is not None:
             files.online.unlink()
             online = external
-        with bastion.db.write() as session:
-            repository.initialize(session, root_signers=roots, root_threshold=root_threshold, targets_signer=targets,
-                                  online_signer=online, bins=bastion.settings.tuf_bins,
-                                  lifetimes=repository.Lifetimes.from_settings(bastion.settings),
-                                  development_keys=False)
-            record_event(session, "tuf.init", actor="operator", secret=bastion.secret,
-                         details={"bins": bastion.settings.tuf_bins, "root_keys": root_keys,
-                                  "root_threshold": root_threshold, "online_keyid": online.public_key.keyid})
-            root_bytes = repository.load_head(session, "root").to_bytes()
+        try:
+            with bastion.db.write() as session:
+                repository.initialize(session, root_signers=roots, root_threshold=root_threshold,
+                                      targets_signer=targets, online_signer=online, bins=bastion.settings.tuf_bins,
+                                      lifetimes=repository.Lifetimes.from_settings(bastion.settings),
+                                      development_keys=False)
+                record_event(session, "tuf.init", actor="operator", secret=bastion.secret,
+                             details={"bins": bastion.settings.tuf_bins, "root_keys": root_keys,
+                                      "root_threshold": root_threshold, "online_keyid": online.public_key.keyid})
+                root_bytes = repository.load_head(session, "root").to_bytes()
+        except BaseException:
+            # Nothing was created: keys that sign nothing must not stay beside real ones, nor
+            # block the next attempt with "already exists".
+            for path in (*files.root, files.targets, files.online):
+                path.unlink(missing_ok=True)
+            raise
         root_file = directory / "1.root.json"
         root_file.write_bytes(root_bytes)
     except TufError as exc:
@@ -164,6 +171,8 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
 
     if not online and not new_root_keys and not new_targets_key:
         _fail("nothing to rotate: give --online, --new-targets-key and/or --new-root-keys N")
+    if new_root_threshold is not None and not new_root_keys:
+        _fail("--new-root-threshold applies to new root keys: give --new-root-keys N as well")
     if not root_key_files:
         _fail("rotation is signed by the current root keys: pass --root-key FILE (repeat up to the threshold)")
     bastion = _open(data_dir)

@@ -86,6 +86,9 @@ def load_key_file(path: Path, *, what: str, public_key: SSlibKey | None = None) 
     except FileNotFoundError:
         raise TufError(f"{what} key file {path} does not exist: give the path of the PEM file "
                        "written by `bastion tuf init`") from None
+    except IsADirectoryError:
+        raise TufError(f"{what} key file {path} is a directory: give the path of the PEM file "
+                       "written by `bastion tuf init`") from None
     except OSError as exc:
         raise TufError(f"{what} key file {path} cannot be read ({exc.strerror}): check its permissions") from None
     try:
