@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from securesystemslib.signer import Key, Signer
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -227,8 +227,7 @@ def initialize(session: Session, *, root_signers: Sequence[Signer], root_thresho
         md.sign(online_signer)
         signed.append((name, md))
     store_many(session, signed, now)
-    meta = {f"{role}.json": 1 for role, _ in signed if role != Root.type}
-    _publish(session, online_signer, meta, lifetimes, now, snapshot_version=1, timestamp_version=1)
+    _publish(session, online_signer, {}, lifetimes, now)
     session.add(TufRepository(id=1, bins=bins, development_keys=development_keys, created=now))
     enqueue_all(session)
 
@@ -290,42 +289,69 @@ def _desired_targets(name: str, pages: dict[str, tuple[bytes, str]]) -> dict[str
     return desired
 
 
-def _reconcile(session: Session, name: str, succinct: SuccinctRoles, now: datetime,
-               report: CycleReport) -> set[str]:
-    """Bring the targets of one project in line with its current pages; the bins that changed."""
-    keys = ([simple_index_key("html"), simple_index_key("json")] if name == INDEX_NAME
+@dataclass
+class SnapshotPlan:
+    """A snapshot run computed and signed from a read of the repository, to be stored by
+    ``apply_snapshot`` if nothing was signed in between (so signing holds no write lock)."""
+
+    report: CycleReport
+    queue_ids: list[int]
+    base_timestamp: int
+    """The timestamp version the plan builds on; another version at apply time makes it stale."""
+    target_upserts: list[dict[str, Any]]
+    target_deletes: list[str]
+    pages: list[tuple[str, str | None, bytes | None]]
+    """(page path, its digest now or None when it is gone, its body when it is a new target)."""
+    signed: list[tuple[str, Metadata[Any]]]
+    """New bins, then the snapshot, then the timestamp."""
+
+
+class PlanStale(TufError):
+    """Another run stored metadata after the plan was read: plan again."""
+
+
+def _page_keys(name: str) -> list[str]:
+    return ([simple_index_key("html"), simple_index_key("json")] if name == INDEX_NAME
             else [simple_detail_key(name, "html"), simple_detail_key(name, "json")])
-    pages = {row.key: (row.body, row.sha256) for row in session.execute(
-        select(RenderedPage.key, RenderedPage.body, RenderedPage.sha256).where(RenderedPage.key.in_(keys)))}
-    desired = _desired_targets(name, pages)
-    current = {row.path: (row.sha256, row.length) for row in session.execute(
-        select(TufTarget.path, TufTarget.sha256, TufTarget.length).where(TufTarget.project == name))}
-    changed = {path: value for path, value in desired.items() if current.get(path) != value}
-    gone = [path for path in current if path not in desired]
-    bins: set[str] = set()
-    if changed:
-        _upsert(session, TufTarget, [
-            {"path": path, "sha256": digest, "length": length, "bin": succinct.get_role_for_target(path),
-             "project": name}
-            for path, (digest, length) in changed.items()
-        ], ["path"])
-        bins.update(succinct.get_role_for_target(path) for path in changed)
-    for chunk in _chunks(gone, 2000):
-        session.execute(delete(TufTarget).where(TufTarget.path.in_(chunk)))
-    bins.update(succinct.get_role_for_target(path) for path in gone)
-    for key in keys:
-        page = pages.get(key)
-        new_digest = page[1] if page is not None else None
-        session.execute(update(TufPageVersion).where(
-            TufPageVersion.path == key, TufPageVersion.superseded.is_(None),
-            TufPageVersion.sha256 != (new_digest or ""),
-        ).values(superseded=now))
-        if page is not None and key in changed:
-            _upsert(session, TufPageVersion, [{"path": key, "sha256": page[1], "body": page[0], "created": now,
-                                              "superseded": None}], ["path", "sha256"])
-    report.added += len(changed)
-    report.removed += len(gone)
-    return bins
+
+
+def _sign_verified(md: Metadata[Any], signer: Signer, key: Key, role: str) -> None:
+    """Sign the canonical bytes once and check the signature against the key root lists, so that
+    a signer that names the trusted key but signs with another (a KMS or HSM key replaced under
+    its URI after the start-up check) never publishes a set no client accepts."""
+    data = md.signed_bytes
+    signature = signer.sign(data)
+    try:
+        if signature.keyid != key.keyid:
+            raise ValueError(signature.keyid)
+        key.verify_signature(signature, data)
+    except Exception:  # noqa: BLE001  (securesystemslib's VerificationError, or a foreign keyid)
+        raise TufError(f"the online signer's {role} signature does not verify with the key root lists for it: the "
+                       "key behind BASTION_TUF_ONLINE_SIGNER changed; configure the trusted key, or rotate to the new "
+                       "one with `bastion tuf rotate` (nothing was stored)") from None
+    md.signatures.clear()
+    md.signatures[signature.keyid] = signature
+
+
+def _bin_metadata(listed: dict[str, dict[str, TargetFile]], versions: dict[str, int], signer: Signer, key: Key,
+                  lifetimes: Lifetimes, now: datetime) -> list[tuple[str, Metadata[Any]]]:
+    expires = _expiry(now, lifetimes.bins)
+    signed = []
+    for name in sorted(listed):
+        md = Metadata(Targets(version=versions.get(name, 0) + 1, expires=expires, targets=listed[name]))
+        _sign_verified(md, signer, key, name)
+        signed.append((name, md))
+    return signed
+
+
+def _listed_targets(session: Session, bins: Iterable[str]) -> dict[str, dict[str, TargetFile]]:
+    """The current targets of ``bins``, by bin."""
+    listed: dict[str, dict[str, TargetFile]] = {name: {} for name in bins}
+    for chunk in _chunks(sorted(listed), 2000):
+        for row in session.execute(select(TufTarget.path, TufTarget.sha256, TufTarget.length, TufTarget.bin)
+                                   .where(TufTarget.bin.in_(chunk))):
+            listed[row.bin][row.path] = TargetFile(row.length, {"sha256": row.sha256}, row.path)
+    return listed
 
 
 def _sign_bins(session: Session, bins: set[str], signer: Signer, lifetimes: Lifetimes,
@@ -333,61 +359,41 @@ def _sign_bins(session: Session, bins: set[str], signer: Signer, lifetimes: Life
     """New versions of ``bins`` listing their current targets, signed with the online key."""
     if not bins:
         return []
-    versions = head_versions(session, bins)
-    listed: dict[str, dict[str, TargetFile]] = {name: {} for name in bins}
-    names = sorted(bins)
-    for chunk in _chunks(names, 2000):
-        for row in session.execute(select(TufTarget.path, TufTarget.sha256, TufTarget.length, TufTarget.bin)
-                                   .where(TufTarget.bin.in_(chunk))):
-            listed[row.bin][row.path] = TargetFile(row.length, {"sha256": row.sha256}, row.path)
-    expires = _expiry(now, lifetimes.bins)
-    signed = []
-    for name in names:
-        md = Metadata(Targets(version=versions.get(name, 0) + 1, expires=expires, targets=listed[name]))
-        md.sign(signer)
-        signed.append((name, md))
-    return signed
+    return _bin_metadata(_listed_targets(session, bins), head_versions(session, bins), signer,
+                         online_public_key(session), lifetimes, now)
 
 
-def _publish(session: Session, signer: Signer, changed_meta: dict[str, int], lifetimes: Lifetimes, now: datetime,
-             *, snapshot_version: int | None = None, timestamp_version: int | None = None) -> tuple[int, int]:
-    """A new snapshot with ``changed_meta`` ({'<role>.json': version}) folded in, then a new
-    timestamp pointing at it. Returns their versions."""
-    if snapshot_version is None:
-        previous = load_head(session, Snapshot.type).signed
-        meta = {name: MetaFile(info.version) for name, info in previous.meta.items()}
-        snapshot_version = previous.version + 1
-    else:
-        meta = {}
+def _snapshot_and_timestamp(session: Session, signer: Signer, key: Key, changed_meta: dict[str, int],
+                            lifetimes: Lifetimes, now: datetime) -> list[tuple[str, Metadata[Any]]]:
+    """A new snapshot listing the newest version of targets and every bin, with ``changed_meta``
+    ({'<role>.json': version}) folded in, and a new timestamp pointing at it (signed, not stored).
+
+    The versions come from the heads table, not from parsing the previous snapshot: every stored
+    version of targets or a bin is listed by the snapshot stored with it."""
+    heads = head_versions(session)
+    meta = {f"{role}.json": MetaFile(version) for role, version in heads.items()
+            if role not in (Root.type, Snapshot.type, Timestamp.type)}
     for name, version in changed_meta.items():
         meta[name] = MetaFile(version)
-    root = load_head(session, Root.type).signed
-    snapshot_md = Metadata(Snapshot(version=snapshot_version, expires=_expiry(now, lifetimes.snapshot), meta=meta))
-    snapshot_md.sign(signer)
-    _verify_online(root, Snapshot.type, snapshot_md)
-    snapshot_bytes = store_metadata(session, Snapshot.type, snapshot_md, now)
-    if timestamp_version is None:
-        timestamp_version = head_versions(session, [Timestamp.type])[Timestamp.type] + 1
-    snapshot_file = MetaFile(snapshot_version, length=len(snapshot_bytes),
+    snapshot_md = Metadata(Snapshot(version=heads.get(Snapshot.type, 0) + 1,
+                                    expires=_expiry(now, lifetimes.snapshot), meta=meta))
+    _sign_verified(snapshot_md, signer, key, Snapshot.type)
+    snapshot_bytes = metadata_bytes(snapshot_md)
+    snapshot_file = MetaFile(snapshot_md.signed.version, length=len(snapshot_bytes),
                              hashes={"sha256": hashlib.sha256(snapshot_bytes).hexdigest()})
-    timestamp_md = Metadata(Timestamp(version=timestamp_version, expires=_expiry(now, lifetimes.timestamp),
-                                      snapshot_meta=snapshot_file))
-    timestamp_md.sign(signer)
-    _verify_online(root, Timestamp.type, timestamp_md)
-    store_metadata(session, Timestamp.type, timestamp_md, now)
-    return snapshot_version, timestamp_version
+    timestamp_md = Metadata(Timestamp(version=heads.get(Timestamp.type, 0) + 1,
+                                      expires=_expiry(now, lifetimes.timestamp), snapshot_meta=snapshot_file))
+    _sign_verified(timestamp_md, signer, key, Timestamp.type)
+    return [(Snapshot.type, snapshot_md), (Timestamp.type, timestamp_md)]
 
 
-def _verify_online(root: Root, role: str, md: Metadata[Any]) -> None:
-    """Refuse (before anything is committed) metadata that root's keys do not verify: a signer
-    that names the trusted key but signs with another (a KMS or HSM key replaced under its URI
-    after the start-up check) would otherwise publish a set no client accepts."""
-    try:
-        root.verify_delegate(role, md.signed_bytes, md.signatures)
-    except Exception:  # noqa: BLE001  (python-tuf's UnsignedMetadataError)
-        raise TufError(f"the online signer's {role} signature does not verify with the key root lists for it: the "
-                       "key behind BASTION_TUF_ONLINE_SIGNER changed; configure the trusted key, or rotate to the new "
-                       "one with `bastion tuf rotate` (nothing was stored)") from None
+def _publish(session: Session, signer: Signer, changed_meta: dict[str, int], lifetimes: Lifetimes,
+             now: datetime) -> tuple[int, int]:
+    """Store a new snapshot (``changed_meta`` folded in) and timestamp; returns their versions."""
+    key = online_public_key(session)
+    signed = _snapshot_and_timestamp(session, signer, key, changed_meta, lifetimes, now)
+    store_many(session, signed, now)
+    return signed[0][1].signed.version, signed[1][1].signed.version
 
 
 def online_public_key(session: Session) -> Key:
@@ -409,15 +415,11 @@ def _require_online(session: Session, signer: Signer) -> Key:
     return trusted
 
 
-def snapshot_cycle(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: datetime | None = None,
-                   max_batch: int = MAX_BATCH) -> CycleReport | None:
-    """Fold everything queued into new bins, one snapshot and one timestamp; None if nothing was queued.
-
-    Runs in the caller's write transaction, under the repository lock: the caller commits, and on
-    any exception (or a crash) nothing of it is stored and the queue is left as it was.
-    """
+def plan_snapshot(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: datetime | None = None,
+                  max_batch: int = MAX_BATCH) -> SnapshotPlan | None:
+    """Read what is queued, work out the target changes and sign new bins, one snapshot and one
+    timestamp, without writing anything; None if nothing was queued."""
     now = now or utcnow()
-    advisory_lock(session, LOCK)
     rows = session.execute(select(TufQueue.id, TufQueue.name, TufQueue.enqueued)
                            .order_by(TufQueue.id).limit(max_batch)).all()
     if not rows:
@@ -430,18 +432,80 @@ def snapshot_cycle(session: Session, signer: Signer, lifetimes: Lifetimes, *, no
     report = CycleReport(queued=len(rows), oldest_enqueued=min(row.enqueued for row in rows))
     names = sorted({row.name for row in rows})
     report.projects = len(names)
-    bins: set[str] = set()
+    keys = [key for name in names for key in _page_keys(name)]
+    pages: dict[str, tuple[bytes, str]] = {}
+    for chunk in _chunks(keys, 1000):
+        pages.update({row.key: (row.body, row.sha256) for row in session.execute(
+            select(RenderedPage.key, RenderedPage.body, RenderedPage.sha256).where(RenderedPage.key.in_(chunk)))})
+    current: dict[str, dict[str, tuple[str, int]]] = {name: {} for name in names}
+    for chunk in _chunks(names, 1000):
+        for row in session.execute(select(TufTarget.path, TufTarget.sha256, TufTarget.length, TufTarget.project)
+                                   .where(TufTarget.project.in_(chunk))):
+            current[row.project][row.path] = (row.sha256, row.length)
+    upserts: list[dict[str, Any]] = []
+    deletes: list[str] = []
+    page_changes: list[tuple[str, str | None, bytes | None]] = []
     for name in names:
-        bins |= _reconcile(session, name, succinct, now, report)
-    signed = _sign_bins(session, bins, signer, lifetimes, now)
-    store_many(session, signed, now)
+        own = {key: pages[key] for key in _page_keys(name) if key in pages}
+        desired = _desired_targets(name, own)
+        changed = {path: value for path, value in desired.items() if current[name].get(path) != value}
+        upserts.extend({"path": path, "sha256": digest, "length": length,
+                        "bin": succinct.get_role_for_target(path), "project": name}
+                       for path, (digest, length) in changed.items())
+        deletes.extend(path for path in current[name] if path not in desired)
+        for key in _page_keys(name):
+            page = own.get(key)
+            page_changes.append((key, page[1] if page else None, page[0] if page and key in changed else None))
+    report.added, report.removed = len(upserts), len(deletes)
+    touched = {row["bin"] for row in upserts} | {succinct.get_role_for_target(path) for path in deletes}
+    listed = _listed_targets(session, touched)
+    for path in deletes:
+        listed[succinct.get_role_for_target(path)].pop(path, None)
+    for change in upserts:
+        listed[change["bin"]][change["path"]] = TargetFile(change["length"], {"sha256": change["sha256"]},
+                                                            change["path"])
+    signed = _bin_metadata(listed, head_versions(session, touched), signer, online_key, lifetimes, now)
     report.bins = {name: md.signed.version for name, md in signed}
-    report.snapshot, report.timestamp = _publish(
-        session, signer, {f"{name}.json": version for name, version in report.bins.items()}, lifetimes, now)
-    ids = [row.id for row in rows]
-    for chunk in _chunks(ids, 2000):
+    signed += _snapshot_and_timestamp(session, signer, online_key,
+                                      {f"{name}.json": version for name, version in report.bins.items()},
+                                      lifetimes, now)
+    report.snapshot, report.timestamp = signed[-2][1].signed.version, signed[-1][1].signed.version
+    return SnapshotPlan(report=report, queue_ids=[row.id for row in rows], base_timestamp=report.timestamp - 1,
+                        target_upserts=upserts, target_deletes=deletes, pages=page_changes, signed=signed)
+
+
+def apply_snapshot(session: Session, plan: SnapshotPlan, *, now: datetime | None = None) -> CycleReport:
+    """Store a plan under the repository lock, in the caller's write transaction; PlanStale if
+    another run stored metadata since the plan was read (nothing is written then)."""
+    now = now or utcnow()
+    advisory_lock(session, LOCK)
+    if head_versions(session, [Timestamp.type]).get(Timestamp.type) != plan.base_timestamp:
+        raise PlanStale("another snapshot run stored metadata since this one was planned")
+    _upsert(session, TufTarget, plan.target_upserts, ["path"])
+    for chunk in _chunks(plan.target_deletes, 2000):
+        session.execute(delete(TufTarget).where(TufTarget.path.in_(chunk)))
+    for key, digest, body in plan.pages:
+        session.execute(update(TufPageVersion).where(
+            TufPageVersion.path == key, TufPageVersion.superseded.is_(None), TufPageVersion.sha256 != (digest or ""),
+        ).values(superseded=now))
+        if body is not None:
+            _upsert(session, TufPageVersion, [{"path": key, "sha256": digest, "body": body, "created": now,
+                                              "superseded": None}], ["path", "sha256"])
+    store_many(session, plan.signed, now)
+    for chunk in _chunks(plan.queue_ids, 2000):
         session.execute(delete(TufQueue).where(TufQueue.id.in_(chunk)))
-    return report
+    return plan.report
+
+
+def snapshot_cycle(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: datetime | None = None,
+                   max_batch: int = MAX_BATCH) -> CycleReport | None:
+    """Plan and store one run in the caller's write transaction (under the repository lock
+    throughout); None if nothing was queued. The server plans under a read instead and stores
+    in a short write (``service.run_snapshot``)."""
+    now = now or utcnow()
+    advisory_lock(session, LOCK)
+    plan = plan_snapshot(session, signer, lifetimes, now=now, max_batch=max_batch)
+    return None if plan is None else apply_snapshot(session, plan, now=now)
 
 
 # -- keeping online metadata fresh, and garbage --------------------------------------------------
@@ -510,18 +574,33 @@ def refresh(session: Session, signer: Signer, lifetimes: Lifetimes, *, now: date
     return report
 
 
-def collect_garbage(session: Session, grace: timedelta, *, now: datetime | None = None) -> tuple[int, int]:
-    """Delete metadata versions and page versions superseded more than ``grace`` ago (never a root).
+def collect_garbage(session: Session, grace: timedelta, *, now: datetime | None = None,
+                    limit: int | None = None) -> tuple[int, int]:
+    """Delete metadata versions and page versions superseded more than ``grace`` ago (never a root);
+    at most ``limit`` of each when given (the server deletes in short transactions).
 
     A superseded bin version is referenced only by snapshots that were themselves superseded no
     later than it, so the whole consistent set a client may still be reading goes together.
     """
     now = now or utcnow()
     cutoff = now - grace
-    metadata = session.execute(delete(TufMetadata).where(
-        TufMetadata.role != Root.type, TufMetadata.superseded.is_not(None), TufMetadata.superseded < cutoff))
-    pages = session.execute(delete(TufPageVersion).where(
-        TufPageVersion.superseded.is_not(None), TufPageVersion.superseded < cutoff))
+    old_metadata = (TufMetadata.role != Root.type, TufMetadata.superseded.is_not(None),
+                    TufMetadata.superseded < cutoff)
+    old_pages = (TufPageVersion.superseded.is_not(None), TufPageVersion.superseded < cutoff)
+    if limit is not None:
+        metadata_keys = [tuple(row) for row in session.execute(
+            select(TufMetadata.role, TufMetadata.version).where(*old_metadata).limit(limit))]
+        page_keys = [tuple(row) for row in session.execute(
+            select(TufPageVersion.path, TufPageVersion.sha256).where(*old_pages).limit(limit))]
+        if metadata_keys:
+            session.execute(delete(TufMetadata).where(
+                tuple_(TufMetadata.role, TufMetadata.version).in_(metadata_keys)))
+        if page_keys:
+            session.execute(delete(TufPageVersion).where(
+                tuple_(TufPageVersion.path, TufPageVersion.sha256).in_(page_keys)))
+        return len(metadata_keys), len(page_keys)
+    metadata = session.execute(delete(TufMetadata).where(*old_metadata))
+    pages = session.execute(delete(TufPageVersion).where(*old_pages))
     return int(getattr(metadata, "rowcount", 0) or 0), int(getattr(pages, "rowcount", 0) or 0)
 
 

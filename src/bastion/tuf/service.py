@@ -41,6 +41,8 @@ DEVELOPMENT_WARNING = (
     "its ROOT KEY IS ONLINE, so whoever takes this server can sign anything. For production, run "
     "`bastion tuf init` on a fresh index and move the offline keys away."
 )
+GC_BATCH = 500
+"""Metadata or page versions deleted per garbage-collection transaction."""
 FAULT_PAUSE_ENV = "BASTION_TUF_FAULT_PAUSE"
 """Seconds the snapshot worker sleeps inside its transaction, before commit (crash tests only)."""
 
@@ -143,19 +145,33 @@ def write_marker(bastion: Bastion, version: int) -> None:
     os.replace(tmp, path)
 
 
-def run_snapshot(bastion: Bastion, signer: Signer) -> repository.CycleReport | None:
-    """One snapshot-process run in its own transaction (None when nothing was queued)."""
+def run_snapshot(bastion: Bastion, signer: Signer, *, attempts: int = 5) -> repository.CycleReport | None:
+    """One snapshot-process run (None when nothing was queued): planned and signed under a read
+    transaction, stored in a short write transaction. Uploads commit while the run signs (on
+    SQLite a write transaction would hold the database's one write lock all along); a plan that
+    another process's run made stale is planned again."""
     lifetimes = repository.Lifetimes.from_settings(bastion.settings)
     pause = float(os.environ.get(FAULT_PAUSE_ENV) or 0)
-    with bastion.db.write() as session:
-        report = repository.snapshot_cycle(session, signer, lifetimes)
-        if report is not None and pause:
-            logger.warning("TUF fault injection: pausing %.1fs before committing snapshot %s", pause,
-                           report.snapshot)
-            time.sleep(pause)
-    if report is not None and report.timestamp is not None:
-        write_marker(bastion, report.timestamp)
-    return report
+    for attempt in range(1, attempts + 1):
+        with bastion.db.read() as session:
+            plan = repository.plan_snapshot(session, signer, lifetimes)
+        if plan is None:
+            return None
+        try:
+            with bastion.db.write() as session:
+                report = repository.apply_snapshot(session, plan)
+                if pause:
+                    logger.warning("TUF fault injection: pausing %.1fs before committing snapshot %s", pause,
+                                   report.snapshot)
+                    time.sleep(pause)
+        except repository.PlanStale:
+            if attempt == attempts:
+                raise
+            continue
+        if report.timestamp is not None:
+            write_marker(bastion, report.timestamp)
+        return report
+    return None  # not reached: the last attempt returns or raises
 
 
 def run_refresh(bastion: Bastion, signer: Signer) -> repository.RefreshReport:
@@ -176,7 +192,12 @@ def _refresh(bastion: Bastion, signer: Signer) -> repository.RefreshReport:
     with bastion.db.write() as session:
         report = repository.refresh(session, signer, repository.Lifetimes.from_settings(settings),
                                     offline_signers=offline)
-        repository.collect_garbage(session, settings.duration("tuf_gc_grace"))
+    grace = settings.duration("tuf_gc_grace")
+    while True:  # in short transactions: one big delete would hold SQLite's write lock for seconds
+        with bastion.db.write() as session:
+            removed = repository.collect_garbage(session, grace, limit=GC_BATCH)
+        if max(removed) < GC_BATCH:
+            break
     for warning in report.warnings:
         logger.warning("TUF: %s", warning)
     if report.timestamp is not None or report.root is not None:  # a new root alone changes root.json too
