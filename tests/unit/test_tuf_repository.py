@@ -643,6 +643,33 @@ def test_a_plan_made_stale_by_another_run_stores_nothing(make_repo: Callable[...
     assert_current_set_complete(repo)
 
 
+def test_a_run_committed_while_another_plans_makes_that_plan_stale(make_repo: Callable[..., Repo],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two server processes: one run commits while the other is half-way through planning. On
+    PostgreSQL the planner's later reads see that commit (READ COMMITTED), so its plan mixes two
+    states; storing it must be refused as stale, not fail on a duplicate version or store it."""
+    repo = make_repo()
+    repo.upload("mid-a", "1.0")
+    original = tufrepo._listed_targets
+
+    def another_run_commits_first(session: Any, bins: Any) -> Any:
+        monkeypatch.setattr(tufrepo, "_listed_targets", original)
+        repo.upload("mid-b", "1.0")
+        assert repo.cycle() is not None
+        return original(session, bins)
+
+    monkeypatch.setattr(tufrepo, "_listed_targets", another_run_commits_first)
+    with repo.bastion.db.read() as session:
+        plan = tufrepo.plan_snapshot(session, repo.online, repo.lifetimes, now=repo.t0)
+    assert plan is not None
+    stored = repo.stored()
+    with pytest.raises(tufrepo.PlanStale), repo.bastion.db.write() as session:
+        tufrepo.apply_snapshot(session, plan, now=repo.t0)
+    assert repo.stored() == stored
+    assert repo.cycle() is None  # the other run signed both uploads
+    assert_current_set_complete(repo)
+
+
 def test_collect_garbage_after_the_grace_period_only(make_repo: Callable[..., Repo]) -> None:
     repo = make_repo()
     t0 = repo.t0

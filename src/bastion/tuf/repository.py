@@ -420,6 +420,10 @@ def plan_snapshot(session: Session, signer: Signer, lifetimes: Lifetimes, *, now
     """Read what is queued, work out the target changes and sign new bins, one snapshot and one
     timestamp, without writing anything; None if nothing was queued."""
     now = now or utcnow()
+    # Read first: on PostgreSQL (READ COMMITTED) each later statement may see a newer commit, and
+    # every run that stores metadata stores a new timestamp, so apply_snapshot then finds another
+    # timestamp than this one and refuses the plan as stale.
+    base = head_versions(session, [Timestamp.type]).get(Timestamp.type, 0)
     rows = session.execute(select(TufQueue.id, TufQueue.name, TufQueue.enqueued)
                            .order_by(TufQueue.id).limit(max_batch)).all()
     if not rows:
@@ -470,7 +474,7 @@ def plan_snapshot(session: Session, signer: Signer, lifetimes: Lifetimes, *, now
                                       {f"{name}.json": version for name, version in report.bins.items()},
                                       lifetimes, now)
     report.snapshot, report.timestamp = signed[-2][1].signed.version, signed[-1][1].signed.version
-    return SnapshotPlan(report=report, queue_ids=[row.id for row in rows], base_timestamp=report.timestamp - 1,
+    return SnapshotPlan(report=report, queue_ids=[row.id for row in rows], base_timestamp=base,
                         target_upserts=upserts, target_deletes=deletes, pages=page_changes, signed=signed)
 
 
