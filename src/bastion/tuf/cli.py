@@ -24,6 +24,7 @@ from bastion.tuf.keys import (
     generate_key_files,
     load_key_file,
     load_signer,
+    write_new_key,
 )
 
 out = Console(soft_wrap=True)  # paths and commands stay on one line, copyable
@@ -167,8 +168,6 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
     three (--online --targets-key OLD --new-targets-key --new-root-keys 3) and move the new
     offline keys away.
     """
-    from securesystemslib.signer import CryptoSigner
-
     if not online and not new_root_keys and not new_targets_key:
         _fail("nothing to rotate: give --online, --new-targets-key and/or --new-root-keys N")
     if new_root_threshold is not None and not new_root_keys:
@@ -203,16 +202,14 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
         if online:
             new_online = _external_online_signer(online_signer, online_public_key)
             if new_online is None:
-                new_online = CryptoSigner.generate_ed25519()
                 new_online_path = directory / f"{ONLINE_KEY_NAME}.new-{stamp}"
-                _write_key(new_online_path, new_online)
+                new_online = write_new_key(new_online_path)
                 written.append(new_online_path)
         new_targets = None
         new_targets_path: Path | None = None
         if new_targets_key:
-            new_targets = CryptoSigner.generate_ed25519()
             new_targets_path = directory / OFFLINE_DIR / f"targets-{stamp}.pem"
-            _write_key(new_targets_path, new_targets)
+            new_targets = write_new_key(new_targets_path)
             written.append(new_targets_path)
         current_online = None
         if new_targets_key and not online:
@@ -223,9 +220,8 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
         new_root_paths: list[Path] = []
         if new_root_keys:
             for n in range(1, new_root_keys + 1):
-                signer = CryptoSigner.generate_ed25519()
                 path = directory / OFFLINE_DIR / f"root-{stamp}-{n}.pem"
-                _write_key(path, signer)
+                signer = write_new_key(path)
                 written.append(path)
                 new_roots.append(signer)
                 new_root_paths.append(path)
@@ -267,13 +263,6 @@ def tuf_rotate(root_key_files: tuple[Path, ...], online: bool, targets_key: Path
                   highlight=False)
     for path in new_root_paths:
         out.print(f"new root key: {escape(str(path))}  [bold]move it to offline storage[/]", highlight=False)
-
-
-def _write_key(path: Path, signer: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(signer.private_bytes)
 
 
 def _install_online_key(bastion: Any, new_path: Path, stamp: str) -> None:

@@ -59,20 +59,14 @@ def generate_key_files(directory: Path, *, root_keys: int = 3) -> tuple[KeyFiles
     if existing:
         raise TufError(f"{existing[0]} already exists: a key ceremony never overwrites keys; "
                        "choose an empty --keys-dir or move the old keys away")
-    root_signers = [CryptoSigner.generate_ed25519() for _ in root_paths]
-    targets_signer = CryptoSigner.generate_ed25519()
-    online_signer = CryptoSigner.generate_ed25519()
-    for path, signer in zip(root_paths, root_signers, strict=True):
-        _write_private(path, signer)
-    _write_private(targets_path, targets_signer)
-    _write_private(online_path, online_signer)
+    root_signers = [write_new_key(path) for path in root_paths]
+    targets_signer = write_new_key(targets_path)
+    online_signer = write_new_key(online_path)
     return KeyFiles(root_paths, targets_path, online_path), root_signers, targets_signer, online_signer
 
 
-def write_online_key(path: Path) -> CryptoSigner:
-    """A new online key written to ``path`` (for rotation)."""
-    if path.exists():
-        raise TufError(f"{path} already exists: choose a new file name for the new online key")
+def write_new_key(path: Path) -> CryptoSigner:
+    """A new Ed25519 key written to ``path`` (0600, in a 0700 directory; never over an existing file)."""
     signer = CryptoSigner.generate_ed25519()
     _write_private(path, signer)
     return signer
@@ -137,9 +131,3 @@ def check_signer(signer: Signer, public_key: Key, *, uri: str, what: str) -> Non
     except Exception:  # noqa: BLE001
         raise TufError(f"{what} signer {uri} signs with a key the repository does not trust: configure the "
                        "key listed in root, or rotate to this one with `bastion tuf rotate`") from None
-
-
-def public_key_of(signer: Signer) -> SSlibKey:
-    key = signer.public_key
-    assert isinstance(key, SSlibKey)
-    return key

@@ -98,10 +98,6 @@ class CycleReport:
     timestamp: int | None = None
     oldest_enqueued: datetime | None = None
 
-    @property
-    def signatures(self) -> int:
-        return len(self.bins) + (self.snapshot is not None) + (self.timestamp is not None)
-
 
 def bit_length(bins: int) -> int:
     return bins.bit_length() - 1

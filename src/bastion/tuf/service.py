@@ -17,7 +17,6 @@ from securesystemslib.signer import Signer
 from sqlalchemy import func, select
 from tuf.api.metadata import Root, Snapshot, Targets, Timestamp
 
-from bastion.db import utcnow
 from bastion.events import record_event
 from bastion.tuf import repository
 from bastion.tuf.keys import (
@@ -313,7 +312,3 @@ def status(bastion: Bastion) -> Status:
                   roles=roles, bins_oldest_expiry=oldest, bins_newest_version=int(newest or 0),
                   targets=int(targets), queue_depth=depth, queue_oldest=queue_oldest,
                   metadata_rows=int(rows), metadata_bytes=int(size))
-
-
-def seconds_until(moment: datetime) -> float:
-    return (moment - utcnow()).total_seconds()
