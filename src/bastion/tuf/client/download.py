@@ -25,11 +25,11 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from bastion.packaging.names import is_valid_name
 from bastion.tuf.client import ClientError, VerificationError, VerifiedIndex
 from bastion.tuf.client.proxy import target_path_of_link
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)\s*$")
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 
 class NotFound(Exception):
@@ -50,7 +50,7 @@ def parse_spec(spec: str) -> tuple[str, Version]:
     """(normalized name, version) of ``NAME==VERSION``; ClientError otherwise."""
     how = "give one exact pin, e.g. `bastion download demo-pkg==1.0.0 ...`"
     match = _SPEC.match(spec)
-    if match is None or not _VALID_NAME.match(match.group(1)):
+    if match is None or not is_valid_name(match.group(1)):
         raise ClientError(f"{spec!r} is not NAME==VERSION: {how}")
     try:
         version = Version(match.group(2))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from packaging.utils import canonicalize_name
 
 from bastion.simple.accept import HTML_V1, OFFERED, SIMPLE_JSON, TEXT_HTML, negotiate
+from bastion.packaging.names import is_valid_name
 from bastion.tuf.client import VerificationError, VerifiedIndex, one_line
 
 CONTENT_TYPES = {TEXT_HTML: "text/html; charset=utf-8", HTML_V1: HTML_V1, SIMPLE_JSON: SIMPLE_JSON}
@@ -32,7 +32,6 @@ FILE_TYPES = {".whl": "application/zip", ".zip": "application/zip", ".tar.gz": "
 FAILED = "TUF verification failed"
 MAX_CORE_METADATA = 16 * 1024 * 1024
 """The most bytes read for one ``.metadata`` file (they are a few KiB)."""
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 
 def ready_line(port: int) -> str:
@@ -194,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
             target = f"simple/index.{fmt}"
         else:
             name = rest[:-1] if rest.endswith("/") else rest
-            if "/" in name or not _VALID_NAME.match(name):
+            if "/" in name or not is_valid_name(name):
                 return self._plain(404, "Not Found", "Not Found: not a project name\n")
             project = canonicalize_name(name)
             if project != name or not rest.endswith("/"):
