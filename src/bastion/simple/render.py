@@ -13,15 +13,13 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
-from typing import Any, cast
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bastion.db import utcnow
+from bastion.db import upsert, utcnow
 from bastion.simple.accept import SIMPLE_JSON
 from bastion.packaging.models import File, Project, Release
 from bastion.simple.models import RenderedPage
@@ -330,15 +328,7 @@ def store_pages(session: Session, pages: list[Page], serial: int) -> None:
         digest, etag = etag_for(page.body)
         rows.append({"key": page.key, "content_type": page.content_type, "body": page.body,
                      "sha256": digest, "etag": etag, "serial": serial, "updated": now})
-    table = cast(Table, RenderedPage.__table__)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={name: statement.excluded[name] for name in ("content_type", "body", "sha256", "etag", "serial", "updated")},
-    )
-    session.execute(statement, rows)  # executemany: one cached compiled statement for any page count
+    upsert(session, RenderedPage, rows, ["key"])
     _queue_for_signing(session, pages)
 
 

@@ -23,8 +23,6 @@ from typing import Any, cast
 
 from securesystemslib.signer import Key, Signer
 from sqlalchemy import Table, delete, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from tuf.api.metadata import (
     Delegations,
@@ -39,7 +37,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from bastion.db import advisory_lock, utcnow
+from bastion.db import advisory_lock, upsert, utcnow
 from bastion.settings import Settings
 from bastion.simple.models import RenderedPage
 from bastion.simple.render import simple_detail_key, simple_index_key
@@ -115,18 +113,6 @@ def metadata_bytes(md: Metadata[Any]) -> bytes:
     return md.to_bytes(_SERIALIZER)
 
 
-def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
-    if not rows:
-        return
-    table = cast(Table, model.__table__)
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table)
-    columns = [c for c in rows[0] if c not in keys]
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys], set_={c: statement.excluded[c] for c in columns})
-    session.execute(statement, rows)
-
-
 def store_metadata(session: Session, role: str, md: Metadata[Any], now: datetime) -> bytes:
     """Store one signed version of ``role`` and make it the role's head; returns its bytes."""
     return store_many(session, [(role, md)], now)[role]
@@ -153,7 +139,7 @@ def store_many(session: Session, signed: list[tuple[str, Metadata[Any]]], now: d
             .values(superseded=now)
         )
     session.execute(cast(Table, TufMetadata.__table__).insert(), rows)
-    _upsert(session, TufHead, heads, ["role"])
+    upsert(session, TufHead, heads, ["role"])
     return bodies
 
 
@@ -481,7 +467,7 @@ def apply_snapshot(session: Session, plan: SnapshotPlan, *, now: datetime | None
     advisory_lock(session, LOCK)
     if head_versions(session, [Timestamp.type]).get(Timestamp.type) != plan.base_timestamp:
         raise PlanStale("another snapshot run stored metadata since this one was planned")
-    _upsert(session, TufTarget, plan.target_upserts, ["path"])
+    upsert(session, TufTarget, plan.target_upserts, ["path"])
     for chunk in _chunks(plan.target_deletes, 2000):
         session.execute(delete(TufTarget).where(TufTarget.path.in_(chunk)))
     for key, digest, body in plan.pages:
@@ -489,7 +475,7 @@ def apply_snapshot(session: Session, plan: SnapshotPlan, *, now: datetime | None
             TufPageVersion.path == key, TufPageVersion.superseded.is_(None), TufPageVersion.sha256 != (digest or ""),
         ).values(superseded=now))
         if body is not None:
-            _upsert(session, TufPageVersion, [{"path": key, "sha256": digest, "body": body, "created": now,
+            upsert(session, TufPageVersion, [{"path": key, "sha256": digest, "body": body, "created": now,
                                               "superseded": None}], ["path", "sha256"])
     store_many(session, plan.signed, now)
     for chunk in _chunks(plan.queue_ids, 2000):
