@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from datetime import timedelta
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from bastion.changes import ChangeMarker
 from bastion.db import Database, migrate
 from bastion.insights.downloads import DownloadCounter
 from bastion.mail import Mailer, MailError, Message, make_mailer
@@ -116,11 +115,7 @@ class Bastion:
 
     def notify_change(self, serial: int) -> None:
         """Tell every process serving this data dir that pages changed (after commit)."""
-        path = self.settings.changes_path
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".changes-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(serial))
-        os.replace(tmp, path)
+        ChangeMarker(self.settings.changes_path).write(str(serial))
         if self.tuf_worker is not None:
             self.tuf_worker.wake()  # sign the change now rather than at the next poll
 

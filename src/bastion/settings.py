@@ -227,6 +227,11 @@ class Settings:
         return self.data_dir / "changes.serial"
 
     @property
+    def tuf_changes_path(self) -> Path:
+        """A file replaced after every stored timestamp, so every process serves the new one."""
+        return self.data_dir / "tuf.serial"
+
+    @property
     def token_expiry(self) -> timedelta | None:
         if self.token_default_expiry.strip().lower() == "never":
             return None

@@ -8,10 +8,8 @@ CLI, another worker) committed a change.
 
 from __future__ import annotations
 
-import os
 import gzip
 import re
-import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion
 from sqlalchemy import func, select
 
+from bastion.changes import ChangeMarker
 from bastion.packaging.models import File, JournalEntry, Project, Release
 from bastion.packaging.names import is_valid_name
 from bastion.services import Bastion
@@ -140,8 +139,7 @@ class ReadAPI:
         self.pages = ByteBudgetCache(bastion.settings.page_cache_bytes)
         self.files: dict[str, CachedFile] = {}
         self.accept_memo: dict[str | None, str | None] = {}
-        self.marker_path = str(bastion.settings.changes_path)
-        self.marker: tuple[int, int, int] = (-1, -1, -1)
+        self.marker = ChangeMarker(bastion.settings.changes_path)
         self.keys_by_name: dict[str, set[str]] = {}
         self.empty_index = {
             rendered.key.rsplit(".", 1)[1]: CachedPage(
@@ -152,35 +150,17 @@ class ReadAPI:
         self.journal_seen = 0
         self.journal_ids: set[int] = set()
         self._reset()
-        self.serial = ""
-        self.next_content_check = 0.0
         self.public_url = bastion.settings.public_url.rstrip("/")
         self.tuf_on = bastion.settings.tuf == "on"
-        self.tuf_marker_path = str(bastion.settings.data_dir / "tuf.serial")
-        self.tuf_marker: tuple[int, int, int] = (-1, -1, -1)
+        self.tuf_marker = ChangeMarker(bastion.settings.tuf_changes_path)
         self.tuf_heads: dict[str, tuple[bytes, bytes]] = {}
 
     # -- cache coherence -------------------------------------------------------------------
     def _check_marker(self) -> None:
-        """Drop cached pages of projects that changed since the last look, in any process.
-
-        One ``stat`` per request catches nearly every change at once; because a replaced file's
-        inode can be reused within one timestamp tick, the marker's content (the serial) is also
-        compared at least once a second, which bounds staleness in that rare case.
-        """
-        try:
-            st = os.stat(self.marker_path)
-            marker = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            marker = (0, 0, 0)
-        now = time.monotonic()
-        if marker == self.marker and now < self.next_content_check:
-            return
-        self.next_content_check = now + 1.0
-        serial = _read_serial(self.marker_path)
-        if marker != self.marker or serial != self.serial:
-            self.marker = marker
-            self.serial = serial
+        """Drop cached pages of projects that changed since the last look, in any process (one
+        ``stat`` per request; see ChangeMarker)."""
+        if self.marker.changed():
+            serial = self.marker.content
             if serial.isdigit() and int(serial) < self.journal_seen:
                 self._reset()  # the serial went back (a restored database): trust nothing cached
             else:
@@ -362,7 +342,8 @@ class ReadAPI:
                     return await _plain(send, 404, b"Not Found: the TUF repository is not initialised yet\n")
                 found = (body, etag_for(body)[1].encode())
                 self.tuf_heads[role] = found
-            return await _send_metadata(scope, send, found[0], found[1], TUF_HEAD_CACHE_CONTROL)
+            return await _send_page(scope, send, _headers(scope), found[0], found[1], b"application/json", None,
+                                    vary=None, cache_control=TUF_HEAD_CACHE_CONTROL)
         if role == "timestamp":
             return await _plain(send, 404, b"Not Found: timestamp metadata is served only as timestamp.json\n")
         cache_key = ("tuf", role, int(version_text))
@@ -377,18 +358,13 @@ class ReadAPI:
             self.pages.put(cache_key, found, len(body) + 200)
         else:
             found = hit[0]
-        await _send_metadata(scope, send, found[0], found[1], TUF_CACHE_CONTROL)
+        await _send_page(scope, send, _headers(scope), found[0], found[1], b"application/json", None, vary=None,
+                         cache_control=TUF_CACHE_CONTROL)
 
     def _check_tuf_marker(self) -> None:
         """Drop the cached timestamp.json and root.json when the snapshot worker of any process
-        replaced the marker file (one ``stat`` per request for them)."""
-        try:
-            st = os.stat(self.tuf_marker_path)
-            marker = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            marker = (0, 0, 0)
-        if marker != self.tuf_marker:
-            self.tuf_marker = marker
+        stored a new one."""
+        if self.tuf_marker.changed():
             self.tuf_heads.clear()
 
     async def _json_api(self, scope: Scope, send: Any, path: str) -> None:
@@ -548,42 +524,27 @@ class ReadAPI:
                 self.bastion.downloads.count(entry.path)
 
 
-def _read_serial(path: str) -> str:
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except FileNotFoundError:
-        return ""
-
-
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
 async def _send_page(scope: Scope, send: Any, headers: dict[bytes, bytes], body: bytes, etag: bytes,
-                     content_type: bytes, serial: int, *, vary: bool, encoding: bool = False,
+                     content_type: bytes, serial: int | None, *, vary: bool | None, encoding: bool = False,
                      cache_control: bytes = SIMPLE_CACHE_CONTROL) -> None:
+    """A stored body with its ETag (304 on a match); ``serial`` None sends no X-PyPI-Last-Serial
+    and ``vary`` None no Vary (TUF metadata: one representation, never compressed)."""
     out = [
         (b"content-type", content_type),
         (b"etag", etag),
         (b"cache-control", cache_control),
-        (b"x-pypi-last-serial", str(serial).encode()),
     ]
+    if serial is not None:
+        out.append((b"x-pypi-last-serial", str(serial).encode()))
     if encoding:
         out.append((b"content-encoding", b"gzip"))
-    out.append((b"vary", b"Accept, Accept-Encoding" if vary else b"Accept-Encoding"))
+    if vary is not None:
+        out.append((b"vary", b"Accept, Accept-Encoding" if vary else b"Accept-Encoding"))
     inm = headers.get(b"if-none-match")
-    if inm is not None and etag in [t.strip() for t in inm.split(b",")]:
-        await send({"type": "http.response.start", "status": 304, "headers": out})
-        return await send({"type": "http.response.body", "body": b""})
-    out.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": out})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-
-async def _send_metadata(scope: Scope, send: Any, body: bytes, etag: bytes, cache_control: bytes) -> None:
-    out = [(b"content-type", b"application/json"), (b"etag", etag), (b"cache-control", cache_control)]
-    inm = dict(scope["headers"]).get(b"if-none-match")
     if inm is not None and etag in [t.strip() for t in inm.split(b",")]:
         await send({"type": "http.response.start", "status": 304, "headers": out})
         return await send({"type": "http.response.body", "body": b""})

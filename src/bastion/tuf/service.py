@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from securesystemslib.signer import Signer
 from sqlalchemy import func, select
 from tuf.api.metadata import Root, Snapshot, Targets, Timestamp
 
+from bastion.changes import ChangeMarker
 from bastion.events import record_event
 from bastion.tuf import repository
 from bastion.tuf.keys import (
@@ -137,11 +137,7 @@ def check_refresh_interval(bastion: Bastion) -> None:
 
 def write_marker(bastion: Bastion, version: int) -> None:
     """Tell every process that timestamp.json changed (one small file replaced atomically)."""
-    path = bastion.settings.data_dir / "tuf.serial"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuf-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(str(version))
-    os.replace(tmp, path)
+    ChangeMarker(bastion.settings.tuf_changes_path).write(str(version))
 
 
 def run_snapshot(bastion: Bastion, signer: Signer, *, attempts: int = 5) -> repository.CycleReport | None:
