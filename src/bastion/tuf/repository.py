@@ -96,6 +96,11 @@ class CycleReport:
     timestamp: int | None = None
     oldest_enqueued: datetime | None = None
 
+    @property
+    def signatures(self) -> int:
+        """Signatures made: the bins, the snapshot and the timestamp."""
+        return len(self.bins) + (self.snapshot is not None) + (self.timestamp is not None)
+
 
 def bit_length(bins: int) -> int:
     return bins.bit_length() - 1
@@ -257,14 +262,12 @@ def queue_depth(session: Session) -> tuple[int, datetime | None]:
 
 # -- the snapshot process ------------------------------------------------------------------------
 def _desired_targets(name: str, pages: dict[str, tuple[bytes, str]]) -> dict[str, tuple[str, int]]:
-    """Target path -> (sha256, length) for a project's pages and the files its JSON page lists."""
-    desired: dict[str, tuple[str, int]] = {}
-    for key, (body, digest) in pages.items():
-        desired[key] = (digest, len(body))
-    json_key = simple_index_key("json") if name == INDEX_NAME else simple_detail_key(name, "json")
-    if name != INDEX_NAME and json_key in pages:
-        document = json.loads(pages[json_key][0])
-        for entry in document.get("files", []):
+    """Target path -> (sha256, length) for a project's pages and the files its JSON page lists
+    (the project list lists no files)."""
+    desired = {key: (digest, len(body)) for key, (body, digest) in pages.items()}
+    json_page = pages.get(simple_detail_key(name, "json")) if name != INDEX_NAME else None
+    if json_page is not None:
+        for entry in json.loads(json_page[0]).get("files", []):
             url = entry["url"]
             path = url[len("../../"):] if url.startswith("../../") else url
             desired[path] = (entry["hashes"]["sha256"], int(entry["size"]))
@@ -345,14 +348,14 @@ def _sign_bins(session: Session, bins: set[str], signer: Signer, lifetimes: Life
                          online_public_key(session), lifetimes, now)
 
 
-def _snapshot_and_timestamp(session: Session, signer: Signer, key: Key, changed_meta: dict[str, int],
+def _snapshot_and_timestamp(heads: dict[str, int], signer: Signer, key: Key, changed_meta: dict[str, int],
                             lifetimes: Lifetimes, now: datetime) -> list[tuple[str, Metadata[Any]]]:
     """A new snapshot listing the newest version of targets and every bin, with ``changed_meta``
     ({'<role>.json': version}) folded in, and a new timestamp pointing at it (signed, not stored).
 
-    The versions come from the heads table, not from parsing the previous snapshot: every stored
-    version of targets or a bin is listed by the snapshot stored with it."""
-    heads = head_versions(session)
+    The versions come from the heads table (``heads``: ``head_versions``), not from parsing the
+    previous snapshot: every stored version of targets or a bin is listed by the snapshot stored
+    with it."""
     meta = {f"{role}.json": MetaFile(version) for role, version in heads.items()
             if role not in (Root.type, Snapshot.type, Timestamp.type)}
     for name, version in changed_meta.items():
@@ -373,7 +376,7 @@ def _publish(session: Session, signer: Signer, changed_meta: dict[str, int], lif
              now: datetime) -> tuple[int, int]:
     """Store a new snapshot (``changed_meta`` folded in) and timestamp; returns their versions."""
     key = online_public_key(session)
-    signed = _snapshot_and_timestamp(session, signer, key, changed_meta, lifetimes, now)
+    signed = _snapshot_and_timestamp(head_versions(session), signer, key, changed_meta, lifetimes, now)
     store_many(session, signed, now)
     return signed[0][1].signed.version, signed[1][1].signed.version
 
@@ -450,9 +453,10 @@ def plan_snapshot(session: Session, signer: Signer, lifetimes: Lifetimes, *, now
     for change in upserts:
         listed[change["bin"]][change["path"]] = TargetFile(change["length"], {"sha256": change["sha256"]},
                                                             change["path"])
-    signed = _bin_metadata(listed, head_versions(session, touched), signer, online_key, lifetimes, now)
+    heads = head_versions(session)  # read once: the bins' versions and the snapshot's list
+    signed = _bin_metadata(listed, heads, signer, online_key, lifetimes, now)
     report.bins = {name: md.signed.version for name, md in signed}
-    signed += _snapshot_and_timestamp(session, signer, online_key,
+    signed += _snapshot_and_timestamp(heads, signer, online_key,
                                       {f"{name}.json": version for name, version in report.bins.items()},
                                       lifetimes, now)
     report.snapshot, report.timestamp = signed[-2][1].signed.version, signed[-1][1].signed.version
