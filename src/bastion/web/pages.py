@@ -87,6 +87,17 @@ def _canonical(name: str) -> str | None:
     return canonicalize_name(name) if is_valid_name(name) else None
 
 
+def _project_for_page(request: Request, name: str, page: str) -> str | Response:
+    """The normalized name a project page (``/projects/<name>/<page>``) is for, or the answer to
+    give instead: 404 for what cannot be a project name, 301 to the normalized name."""
+    normalized = _canonical(name)
+    if normalized is None:
+        return _not_found(request, name[:200])
+    if normalized != name:
+        return RedirectResponse(f"/projects/{normalized}/{page}", status_code=301)
+    return normalized
+
+
 # ---------------------------------------------------------------------------------------------
 # Descriptions: readme_renderer output only (it is sanitized); never raw user HTML
 # ---------------------------------------------------------------------------------------------
@@ -152,11 +163,9 @@ def projects_page(request: Request, q: str = "", page: str = "1") -> Response:
 
 @router.get("/projects/{name}/")
 def project_page(request: Request, name: str) -> Response:
-    normalized = _canonical(name)
-    if normalized is None:
-        return _not_found(request, name[:200])
-    if normalized != name:
-        return RedirectResponse(f"/projects/{normalized}/", status_code=301)
+    normalized = _project_for_page(request, name, "")
+    if isinstance(normalized, Response):
+        return normalized
     try:
         with bastion_of(request).db.read() as session:
             project = service.project_details(session, normalized)
@@ -191,11 +200,9 @@ def _manage_page(request: Request, user: WebUser, name: str, *, status: int = 20
 @router.get("/projects/{name}/manage")
 def manage_page(request: Request, name: str) -> Response:
     user = signed_in(request)
-    normalized = _canonical(name)
-    if normalized is None:
-        return _not_found(request, name[:200])
-    if normalized != name:
-        return RedirectResponse(f"/projects/{normalized}/manage", status_code=301)
+    normalized = _project_for_page(request, name, "manage")
+    if isinstance(normalized, Response):
+        return normalized
     return _manage_page(request, user, normalized)
 
 
@@ -309,11 +316,9 @@ def delete_project(request: Request, name: str, form: dict[str, str] = Depends(c
 @router.get("/projects/{name}/history")
 def project_history(request: Request, name: str, before: str = "") -> Response:
     user = signed_in(request)
-    normalized = _canonical(name)
-    if normalized is None:
-        return _not_found(request, name[:200])
-    if normalized != name:
-        return RedirectResponse(f"/projects/{normalized}/history", status_code=301)
+    normalized = _project_for_page(request, name, "history")
+    if isinstance(normalized, Response):
+        return normalized
     try:
         with bastion_of(request).db.read() as session:
             events = service.project_history(session, normalized, principal=user.principal,
