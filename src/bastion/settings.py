@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 import tomllib
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
@@ -388,18 +389,29 @@ def ensure_data_dir(settings: Settings) -> None:
     """Create the data dir and the server secret on first use."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.effective_blob_dir.mkdir(parents=True, exist_ok=True)
-    key_path = settings.secret_key_path
-    if not key_path.exists():
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    enc_path = settings.encryption_key_path
-    if not settings.encryption_key and not enc_path.exists():
+    _create_once(settings.secret_key_path, secrets.token_hex(32))
+    if not settings.encryption_key:
         import base64
 
-        fd = os.open(enc_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_once(settings.encryption_key_path, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+
+
+def _create_once(path: Path, text: str) -> None:
+    """Create ``path`` (mode 0600) holding ``text`` unless it exists. The file is written aside and
+    linked into place, so that two commands started at once on a fresh data dir neither fail
+    (one link wins, the other keeps the winner's) nor read a key file that is still empty."""
+    if path.exists():
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mkstemp: mode 0600
+    try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+            handle.write(text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
 
 
 def read_encryption_key(settings: Settings) -> bytes:

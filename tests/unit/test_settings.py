@@ -182,3 +182,35 @@ def test_commands_refuse_a_broken_config_cleanly(tmp_path: Path) -> None:
         assert f"cannot read {path}: " in stderr, (name, stderr)
         assert "fix the TOML syntax" in stderr
     assert sorted(p.name for p in broken.iterdir()) == ["bastion.toml"]  # nothing created for a refused config
+
+
+def test_commands_started_at_once_on_a_fresh_data_dir_share_one_secret(tmp_path: Path) -> None:
+    """Two commands started together (a server and a CLI, or CLIs in parallel) both create the
+    data dir: none may fail on the other's key file, and none may read it before it is written."""
+    import threading
+
+    from bastion.settings import ensure_data_dir, read_encryption_key, read_secret_key
+
+    settings = load_settings(tmp_path / "fresh")
+    start = threading.Barrier(16)
+    seen: list[tuple[bytes, bytes]] = []
+    errors: list[BaseException] = []
+
+    def first_start() -> None:
+        try:
+            start.wait()
+            ensure_data_dir(settings)
+            seen.append((read_secret_key(settings), read_encryption_key(settings)))
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_start) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert len(seen) == 16 and len(set(seen)) == 1 and all(seen[0])
+    for path in (settings.secret_key_path, settings.encryption_key_path):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in settings.data_dir.iterdir()) == ["encryption.key", "files", "secret.key"]
