@@ -173,6 +173,7 @@ def _pg_module_database() -> Iterator[Engine]:
     import bastion.events  # noqa: F401
     import bastion.insights.models  # noqa: F401
     import bastion.packaging.models  # noqa: F401
+    import bastion.scanning.models  # noqa: F401
     import bastion.simple.models  # noqa: F401
     import bastion.tuf.models  # noqa: F401
 

@@ -185,6 +185,28 @@ class Settings:
     tuf_gc_grace: str = "1h"
     """How long superseded snapshots, bins and page versions stay downloadable (every root stays)."""
 
+    scan: str = "on"
+    """Scan every upload before it is visible (``on``), or publish without scanning (``off``)."""
+
+    scan_quarantine_score: float = 4.0
+    """A scan score (0-10) at or above this quarantines the file for review."""
+
+    scan_reject_score: float = 10.0
+    """A scan score at or above this refuses the upload outright. The default refuses only the
+    unmistakable: quarantine keeps the evidence for review and does not tell an attacker which
+    variant got through."""
+
+    name_policy: str = "block"
+    """A new project name that imitates a popular or existing one: ``block`` refuses it (400, naming
+    the project it resembles), ``review`` creates it quarantined and queues it for an admin."""
+
+    popular_names: Path | None = None
+    """CSV of popular project names (``download_count,project``, most popular first) for the
+    typosquat check; empty means the copy of hugovk/top-pypi-packages shipped with Bastion."""
+
+    report_quarantine_age: str = "24h"
+    """A trusted reporter's report quarantines a project younger than this at once."""
+
     @property
     def tuf_keys_dir(self) -> Path:
         """Where ``bastion serve`` keeps a development key set and ``bastion tuf init`` writes keys."""
@@ -321,6 +343,8 @@ MFA_POLICIES = ("off", "critical", "all-uploaders", "everyone")
 SMTP_TLS_MODES = ("off", "starttls", "ssl")
 COOKIE_SECURE_MODES = ("auto", "always", "never")
 TUF_MODES = ("on", "off")
+SCAN_MODES = ("on", "off")
+NAME_POLICIES = ("block", "review")
 TUF_BIN_COUNTS = tuple(2 ** bits for bits in range(1, 15))
 
 
@@ -335,6 +359,19 @@ def validate(settings: Settings) -> None:
     _choice("BASTION_SMTP_TLS", settings.smtp_tls, SMTP_TLS_MODES)
     _choice("BASTION_COOKIE_SECURE", settings.cookie_secure, COOKIE_SECURE_MODES)
     _choice("BASTION_TUF", settings.tuf, TUF_MODES)
+    _choice("BASTION_SCAN", settings.scan, SCAN_MODES)
+    _choice("BASTION_NAME_POLICY", settings.name_policy, NAME_POLICIES)
+    if settings.scan_quarantine_score > settings.scan_reject_score:
+        raise SettingsError(
+            f"BASTION_SCAN_QUARANTINE_SCORE ({settings.scan_quarantine_score}) is above "
+            f"BASTION_SCAN_REJECT_SCORE ({settings.scan_reject_score}): the quarantine threshold must be "
+            "at most the reject threshold"
+        )
+    if settings.popular_names is not None and not settings.popular_names.is_file():
+        raise SettingsError(
+            f"BASTION_POPULAR_NAMES names {settings.popular_names}, which is not a file: give a CSV of "
+            "'download_count,project' rows, or leave it empty for the list shipped with Bastion"
+        )
     if settings.tuf_bins not in TUF_BIN_COUNTS:
         raise SettingsError(
             f"invalid value {settings.tuf_bins} for BASTION_TUF_BINS: use a power of two from 2 to 16384 "
@@ -342,7 +379,8 @@ def validate(settings: Settings) -> None:
         )
     for name in ("critical_window", "session_lifetime", "reauth_window", "download_flush_interval",
                  "tuf_window", "tuf_timestamp_expiry", "tuf_snapshot_expiry", "tuf_bins_expiry",
-                 "tuf_targets_expiry", "tuf_root_expiry", "tuf_refresh_interval", "tuf_gc_grace"):
+                 "tuf_targets_expiry", "tuf_root_expiry", "tuf_refresh_interval", "tuf_gc_grace",
+                 "report_quarantine_age"):
         parse_duration(getattr(settings, name), what=f"BASTION_{name.upper()}")
     for name in ("login_attempts", "mfa_attempts"):
         parse_rate(getattr(settings, name), what=f"BASTION_{name.upper()}")

@@ -33,6 +33,8 @@ class User(Base):
     """The 30 s time step of the last accepted code: a code is accepted once (replay refused)."""
     mfa_enabled: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     """When the user first had a second factor (TOTP or a security key); None: no 2FA."""
+    trusted_reporter: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Malware reports by this user can quarantine a project on their own (see scanning.reports)."""
 
 
 class WebAuthnCredential(Base):

@@ -9,6 +9,7 @@ import bastion.accounts.models  # noqa: F401  (registers tables)
 import bastion.events  # noqa: F401
 import bastion.insights.models  # noqa: F401
 import bastion.packaging.models  # noqa: F401
+import bastion.scanning.models  # noqa: F401
 import bastion.simple.models  # noqa: F401
 import bastion.tuf.models  # noqa: F401
 from bastion.db import Base

@@ -112,6 +112,8 @@ class File(Base):
     uploader_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Held by the scanner or an admin: on no page and not downloadable until released."""
 
     release: Mapped[Release] = relationship(back_populates="files")
 

@@ -1,0 +1,1 @@
+"""Upload scanning: archive safety, malicious-code rules, typosquat names, quarantine and review."""
