@@ -7,6 +7,7 @@ disk: members are read from the archive, and the only member read in full is the
 from __future__ import annotations
 
 import configparser
+import contextlib
 import gzip
 import posixpath
 import stat
@@ -40,7 +41,7 @@ class ArchiveLimits:
     """Largest member count."""
 
 
-def _bad_member_path(name: str) -> str | None:
+def bad_member_path(name: str) -> str | None:
     if not name or "\x00" in name:
         return "an empty or NUL-containing member name"
     if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
@@ -52,7 +53,7 @@ def _bad_member_path(name: str) -> str | None:
     return None
 
 
-def _check_bomb(total: int, compressed: int, members: int, limits: ArchiveLimits, filename: str) -> None:
+def check_bomb(total: int, compressed: int, members: int, limits: ArchiveLimits, filename: str) -> None:
     if members > limits.max_members:
         raise UploadRejected(
             f"Invalid distribution file '{filename}': it has more than {limits.max_members} members."
@@ -67,6 +68,11 @@ def _check_bomb(total: int, compressed: int, members: int, limits: ArchiveLimits
             f"Invalid distribution file '{filename}': its compression ratio exceeds "
             f"{limits.max_ratio}:1 (decompression bomb limit)."
         )
+
+
+# Former private names, kept for callers that still use them.
+_bad_member_path = bad_member_path
+_check_bomb = check_bomb
 
 
 class _BoundedGzip(gzip.GzipFile):
@@ -113,10 +119,12 @@ def detect_kind(path: Path) -> str:
     return "unknown"
 
 
-def _check_zip_layout(path: Path, infos: list[zipfile.ZipInfo], filename: str) -> None:
-    """ZIP confusion: local headers must match the central directory, back to back from offset 0."""
+def check_zip_layout(path: Path | IO[bytes], infos: list[zipfile.ZipInfo], filename: str) -> None:
+    """ZIP confusion: local headers must match the central directory, back to back from offset 0.
+
+    ``path`` may also be an open binary file (e.g. an in-memory nested archive); it is not closed."""
     expected_offset = 0
-    with open(path, "rb") as handle:
+    with (open(path, "rb") if isinstance(path, (str, Path)) else contextlib.nullcontext(path)) as handle:
         for info in sorted(infos, key=lambda i: i.header_offset):
             if info.header_offset != expected_offset:
                 raise UploadRejected(
@@ -144,6 +152,9 @@ def _check_zip_layout(path: Path, infos: list[zipfile.ZipInfo], filename: str) -
             expected_offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
 
 
+_check_zip_layout = check_zip_layout
+
+
 def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[bytes, str]:
     """Check a wheel's archive and return (METADATA bytes, dist-info directory name)."""
     try:
@@ -158,7 +169,7 @@ def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
         total = 0
         compressed = 0
         for info in infos:
-            problem = _bad_member_path(info.filename)
+            problem = bad_member_path(info.filename)
             if problem:
                 raise UploadRejected(f"Invalid distribution file '{filename}': {problem}.")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
@@ -173,8 +184,8 @@ def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
                 raise UploadRejected(f"Invalid distribution file '{filename}': symlink '{info.filename}' in zip.")
             total += info.file_size
             compressed += info.compress_size
-        _check_bomb(total, compressed, len(infos), limits, filename)
-        _check_zip_layout(path, infos, filename)
+        check_bomb(total, compressed, len(infos), limits, filename)
+        check_zip_layout(path, infos, filename)
         dist_infos = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info") and "/" in n}
         if len(dist_infos) != 1:
             raise UploadRejected(
@@ -229,9 +240,9 @@ def inspect_sdist(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
             for member in archive:
                 count += 1
                 total += member.size
-                _check_bomb(total, compressed, count, limits, filename)
+                check_bomb(total, compressed, count, limits, filename)
                 name = member.name.rstrip("/")
-                problem = _bad_member_path(name)
+                problem = bad_member_path(name)
                 if problem:
                     raise UploadRejected(f"Invalid distribution file '{filename}': {problem}.")
                 tops.add(name.split("/")[0])
