@@ -37,6 +37,11 @@ class Permission(enum.StrEnum):
     """Read a project's audit events."""
     VIEW_ALL_EVENTS = "view_all_events"
     """Read the whole audit log."""
+    REVIEW_MALWARE = "review_malware"
+    """Work the review queue: release, remove or remove the project of held uploads; keep the name
+    ban list; grant the trusted-reporter role; rescan."""
+    REPORT_MALWARE = "report_malware"
+    """Report a project as malicious (anyone signed in)."""
 
 
 PROJECT_PERMISSIONS = frozenset(
@@ -155,6 +160,8 @@ def _decide_by_role(principal: Principal, permission: Permission, *, project: st
             f"user '{principal.username}' is not allowed to upload to project '{project}': "
             "ask an owner to add you as a maintainer",
         )
+    if permission is Permission.REPORT_MALWARE:
+        return ALLOW  # anyone signed in; the principal is known (not None) here
     if principal.token_projects is not None:
         return Decision(
             False, "a project-scoped API token cannot manage accounts; use a token without --project"
@@ -163,7 +170,8 @@ def _decide_by_role(principal: Principal, permission: Permission, *, project: st
         if principal.is_admin or (target_user_id is not None and target_user_id == principal.user_id):
             return ALLOW
         return Decision(False, "you can manage only your own API tokens")
-    if permission in (Permission.CREATE_USER, Permission.SET_ADMIN, Permission.SET_POLICY, Permission.VIEW_ALL_EVENTS):
+    if permission in (Permission.CREATE_USER, Permission.SET_ADMIN, Permission.SET_POLICY, Permission.VIEW_ALL_EVENTS,
+                      Permission.REVIEW_MALWARE):
         if principal.is_admin:
             return ALLOW
         return Decision(False, "only an index admin may do this")

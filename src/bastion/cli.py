@@ -491,7 +491,11 @@ def _register_commands() -> None:
     from bastion.tuf.cli import tuf
     from bastion.tuf.client.cli import download, verify_proxy
 
+    from bastion.scanning.admin_cli import names_group, review_group
+
     main.add_command(tuf)
+    main.add_command(review_group)
+    main.add_command(names_group)
     main.add_command(verify_proxy)
     main.add_command(download)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ from bastion.storage.local import LocalBlobStore
 from bastion.tasks import TaskRunner, ThreadTaskRunner
 
 if TYPE_CHECKING:
+    from bastion.scanning.scanner import Scanner
+    from bastion.scanning.service import NameGuard
     from bastion.tuf.service import SnapshotWorker
 
 mail_logger = logging.getLogger("bastion.mail")
@@ -44,6 +47,9 @@ class Bastion:
         self._limiter: AttemptLimiter | None = None
         self._encryption_key: bytes | None = None
         self.tuf_worker: SnapshotWorker | None = None
+        self._scanner: Scanner | None = None
+        self._name_guard: NameGuard | None = None
+        self._lazy_lock = threading.Lock()
 
     def start_background(self) -> None:
         """Start running background and periodic tasks (the server does this; the CLI does not)."""
@@ -94,6 +100,28 @@ class Bastion:
         if self._limiter is None:
             self._limiter = AttemptLimiter.from_settings(self.settings)
         return self._limiter
+
+    @property
+    def scanner(self) -> Scanner:
+        """The upload scanner (rules compiled on first use; one per process, thread-safe)."""
+        if self._scanner is None:
+            from bastion.scanning.service import make_scanner
+
+            with self._lazy_lock:
+                if self._scanner is None:
+                    self._scanner = make_scanner(self.settings)
+        return self._scanner
+
+    @property
+    def name_guard(self) -> NameGuard:
+        """The typosquat check (popular names indexed on first use)."""
+        if self._name_guard is None:
+            from bastion.scanning.service import NameGuard
+
+            with self._lazy_lock:
+                if self._name_guard is None:
+                    self._name_guard = NameGuard(self.settings)
+        return self._name_guard
 
     @property
     def encryption_key(self) -> bytes:

@@ -64,10 +64,10 @@ def test_accept_header_selects_the_format(index: LiveServer, accept: str | None,
             assert response.headers["content-type"] == expected, path
             assert varies_on_accept(response), path
             if expected == SIMPLE_JSON:
-                assert response.json()["meta"]["api-version"] == "1.1"
+                assert response.json()["meta"]["api-version"] == "1.4"
             else:
                 assert response.text.startswith("<!DOCTYPE html>")
-                assert '<meta name="pypi:repository-version" content="1.1">' in response.text
+                assert '<meta name="pypi:repository-version" content="1.4">' in response.text
 
 
 @pytest.mark.parametrize("accept", ["application/xml", "text/plain", f"text/html;q=0, {SIMPLE_JSON};q=0"])

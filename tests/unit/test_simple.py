@@ -59,7 +59,7 @@ def test_html_detail_page(client, populated) -> None:
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["vary"] == "Accept, Accept-Encoding"
     body = response.text
-    assert '<meta name="pypi:repository-version" content="1.1">' in body
+    assert '<meta name="pypi:repository-version" content="1.4">' in body
     sha = hashlib.sha256(populated["wheel"].read_bytes()).hexdigest()
     assert f"#sha256={sha}" in body
     assert 'data-requires-python="&lt;4,&gt;=3.8"' in body or 'data-requires-python="&gt;=3.8,&lt;4"' in body
@@ -71,7 +71,7 @@ def test_json_detail_page(client, populated) -> None:
     response = client.get("/simple/hello-world/", headers={"Accept": PIP_ACCEPT})
     assert response.headers["content-type"] == SIMPLE_JSON
     document = response.json()
-    assert document["meta"]["api-version"] == "1.1"
+    assert document["meta"]["api-version"] == "1.4"
     assert document["name"] == "hello-world"
     assert document["versions"] == ["1.0", "2.0b1"]
     files = {f["filename"]: f for f in document["files"]}
@@ -224,5 +224,5 @@ def test_an_empty_index_lists_no_projects(client) -> None:
     assert "<a " not in html.text
     document = client.get("/simple/", headers={"Accept": SIMPLE_JSON}).json()
     assert document["projects"] == []
-    assert document["meta"]["api-version"] == "1.1"
+    assert document["meta"]["api-version"] == "1.4"
     assert client.get("/simple/", headers={"If-None-Match": html.headers["etag"]}).status_code == 304

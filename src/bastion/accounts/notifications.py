@@ -281,3 +281,50 @@ def password_changed(user: User, *, when: datetime | None = None) -> list[Messag
         "your second factors and API tokens, and tell an administrator of this index.",
         when,
     )
+
+
+def held_for_review(
+    session: Session, project_id: int, what: str, reasons: list[str], *, when: datetime | None = None
+) -> list[Message]:
+    """To every owner and maintainer: ``what`` (a file, or the whole project) is held for review,
+    with the scanner's or reporters' reasons."""
+    project = _project_names(session, [project_id]).get(project_id, f"#{project_id}")
+    at = _when(when)
+    listed = "\n".join(f"  - {_one_line(reason)}" for reason in reasons[:10]) or "  - (no detail recorded)"
+    messages = []
+    for email, (user, _) in _project_people(session, [project_id]).items():
+        body = f"""Hello {user.username},
+
+{what} of the project {project}, on which you have a role, is held for review by the
+administrators of this index. Until they release it, it is not shown on the index and cannot be
+downloaded or installed.
+
+  Project: {project}
+  When:    {at}
+  Why:
+{listed}
+
+If this is a mistake (a false positive), reply to the index administrators with what the flagged
+code does; they will release it. If you did not upload it, your account or an API token may be
+compromised: change your password, revoke your API tokens and tell the administrators.
+"""
+        messages.append(_message(email, f"{project}: {what} held for review", body))
+    return messages
+
+
+def review_decided(
+    session: Session, project_id: int, what: str, decision: str, note: str | None, *, when: datetime | None = None
+) -> list[Message]:
+    """To every owner and maintainer: an admin decided on held ``what`` (released or removed)."""
+    project = _project_names(session, [project_id]).get(project_id, f"#{project_id}")
+    messages = []
+    for email, (user, _) in _project_people(session, [project_id]).items():
+        body = f"""Hello {user.username},
+
+An administrator of this index reviewed {what} of the project {project}: {decision}.
+
+  When: {_when(when)}
+  Note: {_one_line(note or '(none)')}
+"""
+        messages.append(_message(email, f"{project}: {what} {decision}", body))
+    return messages

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from bastion.accounts import notifications
@@ -24,16 +24,14 @@ from bastion.insights.models import CriticalProject, DownloadCount
 from bastion.mail import Message
 from bastion.packaging import names
 from bastion.packaging.models import DeletedFilename, File, JournalEntry, Project, Release, Role, RoleName
-from bastion.simple.models import RenderedPage
 from bastion.tuf.repository import enqueue_changed
 from bastion.simple.render import (
     ProjectView,
     ReleaseView,
-    json_project_key,
+    delete_json_pages,
     latest_release,
     refresh_project_pages,
     render_simple_index,
-    simple_detail_key,
     store_pages,
     version_sort_key,
 )
@@ -324,11 +322,23 @@ def _summary_of(metadata: dict | None) -> str | None:
     return " ".join(str(value).split()) or None
 
 
+def held_releases(session: Session, project_ids: list[int]) -> set[int]:
+    """Releases whose every file is quarantined: not shown anywhere until one file is released."""
+    if not project_ids:
+        return set()
+    return set(session.execute(
+        select(File.release_id).where(File.project_id.in_(project_ids)).group_by(File.release_id)
+        .having(func.sum(case((File.quarantined.is_(False), 1), else_=0)) == 0)
+    ).scalars())
+
+
 def list_projects(session: Session, *, prefix: str = "", page: int = 1,
                   per_page: int = PROJECTS_PER_PAGE) -> ProjectListing:
-    """Projects whose normalized name starts with ``prefix`` (normalized too), by name, paginated."""
-    query = select(Project.id, Project.name, Project.normalized_name)
-    counter = select(func.count()).select_from(Project)
+    """Projects whose normalized name starts with ``prefix`` (normalized too), by name, paginated;
+    quarantined projects are not listed."""
+    visible = Project.status != "quarantined"
+    query = select(Project.id, Project.name, Project.normalized_name).where(visible)
+    counter = select(func.count()).select_from(Project).where(visible)
     wanted = canonicalize_name(prefix.strip()[:MAX_SEARCH_LENGTH]) if prefix.strip() else ""
     if wanted:
         condition = Project.normalized_name.startswith(wanted, autoescape=True)
@@ -340,9 +350,10 @@ def list_projects(session: Session, *, prefix: str = "", page: int = 1,
         query.order_by(Project.normalized_name).offset((page - 1) * per_page).limit(per_page)
     ).all()
     ids = [row.id for row in rows]
-    latest = _latest_of(session.execute(
+    held = held_releases(session, ids)
+    latest = _latest_of(row for row in session.execute(
         select(Release.project_id, Release.id, Release.version, Release.yanked).where(Release.project_id.in_(ids))
-    ).all()) if ids else {}
+    ).all() if row[1] not in held) if ids else {}
     metadata: dict[int, dict] = dict(session.execute(
         select(Release.id, Release.core_metadata).where(Release.id.in_([r.id for r in latest.values()]))
     ).all()) if latest else {}
@@ -455,10 +466,11 @@ def _people(session: Session, project_id: int) -> list[PersonView]:
 def project_details(session: Session, name: str) -> ProjectDetails:
     """The public page's facts about project ``name`` (NotFound if there is none)."""
     project = get_project(session, name)
-    releases = session.execute(
+    held = held_releases(session, [project.id])
+    releases = [] if project.status == "quarantined" else [r for r in session.execute(
         select(Release.id, Release.version, Release.created, Release.yanked, Release.yanked_reason)
         .where(Release.project_id == project.id)
-    ).all()
+    ).all() if r.id not in held]
     ordered = sorted(releases, key=lambda r: version_sort_key(r.version), reverse=True)
     latest_view = _latest_of((project.id, r.id, r.version, r.yanked) for r in releases).get(project.id)
     latest = next((r for r in ordered if latest_view is not None and r.id == latest_view.id), None)
@@ -474,8 +486,9 @@ def project_details(session: Session, name: str) -> ProjectDetails:
             FileInfo(filename=f.filename, path=f.path, packagetype=f.packagetype, python_version=f.python_version,
                      size=f.size, sha256=f.sha256_digest, upload_time=f.upload_time,
                      requires_python=f.requires_python, yanked=f.yanked or latest.yanked)
-            for f in session.execute(select(File).where(File.release_id == latest.id).order_by(File.filename))
-            .scalars()
+            for f in session.execute(
+                select(File).where(File.release_id == latest.id, File.quarantined.is_(False)).order_by(File.filename)
+            ).scalars()
         ]
     description = metadata.get("description")
     content_type = metadata.get("description_content_type")
@@ -645,11 +658,7 @@ def delete_project(session: Session, bastion: Bastion, name: str, *, principal: 
     session.execute(delete(Release).where(Release.project_id == project.id))
     session.execute(delete(Role).where(Role.project_id == project.id))
     session.execute(delete(CriticalProject).where(CriticalProject.project_id == project.id))
-    session.execute(delete(RenderedPage).where(
-        RenderedPage.key.in_([simple_detail_key(normalized, "html"), simple_detail_key(normalized, "json"),
-                              json_project_key(normalized)])
-        | RenderedPage.key.startswith(f"pypi/{normalized}/", autoescape=True)
-    ))
+    delete_json_pages(session, normalized, simple=True)
     enqueue_changed(session, [normalized])  # the next TUF snapshot drops its pages and files
     session.expunge(project)
     session.execute(delete(Project).where(Project.id == project.id))
@@ -665,6 +674,30 @@ def delete_project(session: Session, bastion: Bastion, name: str, *, principal: 
     store_pages(session, render_simple_index(session, entry.id), entry.id)
     return ProjectDeletion(name=normalized, serial=entry.id, releases=versions, filenames=filenames,
                            blob_paths=blob_paths)
+
+
+def delete_file(session: Session, file_id: int, *, actor_id: int | None, reason: str) -> tuple[int, list[str]]:
+    """Delete one file (its release too, when it was the last file); the filename stays registered.
+    Returns (journal serial, blob paths to delete after commit). Authorization is the caller's."""
+    file = session.get(File, file_id)
+    if file is None:
+        raise NotFound(f"no file #{file_id}: it was deleted already")
+    project = session.get(Project, file.project_id)
+    release = session.get(Release, file.release_id)
+    assert project is not None and release is not None
+    blob_paths = [file.path] + ([f"{file.path}.metadata"] if file.metadata_sha256 else [])
+    if session.get(DeletedFilename, file.filename) is None:
+        session.add(DeletedFilename(filename=file.filename))
+    project.total_size = max(0, project.total_size - file.size)
+    version, filename = release.version, file.filename
+    session.delete(file)
+    session.flush()
+    last = session.execute(select(File.id).where(File.release_id == release.id).limit(1)).first() is None
+    if last:
+        session.delete(release)
+    serial = journal(session, project, f"remove file {filename} ({reason})", version=version, actor_id=actor_id)
+    refresh_project_pages(session, project.id, versions=[version], index=False)
+    return serial, blob_paths
 
 
 def delete_blobs(bastion: Bastion, paths: Iterable[str]) -> list[str]:

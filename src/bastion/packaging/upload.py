@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from packaging.metadata import Metadata, parse_email
 from packaging.utils import canonicalize_version
@@ -28,11 +28,25 @@ from bastion.events import RequestContext, record_event
 from bastion.packaging import archives, checks
 from bastion.packaging.names import normalize
 from bastion.packaging.errors import UploadRejected
-from bastion.packaging.models import DeletedFilename, File, Project, Release
+from bastion.packaging.models import DeletedFilename, File, Project, ProjectStatus, Release
+from bastion.accounts.notifications import held_for_review
+from bastion.scanning.result import ScanResult, Verdict
+from bastion.scanning.review import flag_name
+from bastion.scanning.service import (
+    banned_names,
+    check_new_name,
+    hold_file,
+    reasons_of,
+    scan_upload,
+    store_scan,
+)
 from bastion.accounts.policy import mfa_policy, new_project_requires_mfa
 from bastion.packaging.service import authorize, create_project, find_project, journal, project_access
 from bastion.services import Bastion
 from bastion.simple.render import refresh_project_pages
+
+if TYPE_CHECKING:
+    from bastion.scanning.names import Resemblance
 
 log = logging.getLogger("bastion.upload")
 CHUNK = 1024 * 1024
@@ -64,6 +78,9 @@ class UploadOutcome:
     """Stored filename."""
     serial: int
     """Journal serial after the upload (0 when nothing changed)."""
+    held: list[str] | None = None
+    """Set when the scanner quarantined the file: the reasons (the maintainers are told)."""
+    project_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,7 +233,8 @@ def _get_or_create_release(session: Session, project: Project, checked: CheckedF
 
 
 def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiToken | None,
-           checked: CheckedFile, context: RequestContext, written: list[str]) -> UploadOutcome:
+           checked: CheckedFile, context: RequestContext, written: list[str],
+           scan: ScanResult | None = None, resemblance: Resemblance | None = None) -> UploadOutcome:
     user = session.get(User, principal.user_id) if principal.user_id is not None else None
     project = find_project(session, checked.metadata.name)
     new_project = project is None
@@ -229,9 +247,17 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         # then retries the whole transaction once, and the retry finds the project.
         project = create_project(
             session, checked.metadata.name, user,
-            prohibited=frozenset(bastion.settings.prohibited_names), context=context, secret=bastion.secret,
+            prohibited=frozenset(bastion.settings.prohibited_names) | banned_names(session), context=context,
+            secret=bastion.secret,
         )
+        if resemblance is not None:  # name_policy = review: created, and queued for an admin
+            flag_name(session, bastion, project, resemblance, context)
     else:
+        if project.status == ProjectStatus.QUARANTINED:
+            raise UploadRejected(
+                f"Project '{project.name}' is quarantined pending review by the index administrators: "
+                "no uploads are accepted until the review ends.", status=403,
+            )
         # Re-checked inside the transaction: a role may have been removed since the early check.
         # Forbidden is a ServiceError: the route answers it with its status and message.
         authorize(session, principal, Permission.UPLOAD, project)
@@ -251,14 +277,22 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         written.append(path + ".metadata")
         bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
         metadata_sha256 = hashlib.sha256(checked.metadata_bytes).hexdigest()
-    session.add(File(
+    file = File(
         release_id=release.id, project_id=project.id, filename=checked.filename, packagetype=checked.filetype,
         python_version=checked.python_version, size=checked.size, md5_digest=checked.digests["md5_digest"],
         sha256_digest=checked.digests["sha256_digest"], blake2_256_digest=checked.digests["blake2_256_digest"],
         path=path,
         requires_python=checked.requires_python,
         metadata_sha256=metadata_sha256, upload_time=utcnow(), uploader_id=principal.user_id,
-    ))
+    )
+    session.add(file)
+    session.flush()
+    held = None
+    if scan is not None and scan.verdict is Verdict.QUARANTINE:
+        hold_file(session, bastion, file, project, scan, context)
+        held = reasons_of(scan)
+    elif scan is not None:
+        store_scan(session, scan, project.normalized_name, file_id=file.id, trigger="upload")
     session.add(DeletedFilename(filename=checked.filename))
     project.total_size = total + checked.size
     serial = journal(session, project, f"add {checked.python_version} file {checked.filename}",
@@ -275,7 +309,7 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
                           "sha256": checked.digests["sha256_digest"], "token_id": principal.token_id})
     refresh_project_pages(session, project.id, versions=[release.version], index=new_project)
     return UploadOutcome(created=True, project=project.normalized_name, version=release.version,
-                         filename=checked.filename, serial=serial)
+                         filename=checked.filename, serial=serial, held=held, project_id=project.id)
 
 
 def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form: Mapping[str, str],
@@ -288,8 +322,11 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
     checks.check_filename_text(incoming.filename)
     checks.check_extension(incoming.filename, filetype)
     checks.check_content_type(incoming.content_type)
+    resemblance = None
     with bastion.db.read() as session:  # refuse early, before spending work on the file
         found = project_access(session, form["name"], principal.user_id)
+        if found is None:
+            resemblance = check_new_name(bastion, session, form["name"])  # refuses under "block"
     if found is not None:
         decision = decide(principal, Permission.UPLOAD, project=found.name, role=found.role,
                           mfa_required=found.mfa_required)
@@ -298,6 +335,8 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
     path, size, digests = spool(incoming.stream, bastion.tmp_dir, bastion.settings.max_file_size, incoming.filename)
     try:
         checked = check_file(bastion, form, incoming, path, size, digests, filetype)
+        scan = scan_upload(bastion, path, checked.filename, checked.metadata.name, new_project=found is None,
+                           resembles=resemblance.name if resemblance else None, context=context)
         token_id = token.id if token is not None else None
         for attempt in (1, 2):
             written: list[str] = []
@@ -312,7 +351,8 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
                                 "Invalid API token: this API token has been revoked: create a new one",
                                 status=403,
                             )
-                    outcome = _store(session, bastion, principal, token, checked, context, written)
+                    outcome = _store(session, bastion, principal, token, checked, context, written, scan,
+                                     resemblance)
             except IntegrityError:
                 _remove(bastion, written)
                 if attempt == 2:
@@ -325,6 +365,10 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
                 raise
             if outcome.created:
                 bastion.notify_change(outcome.serial)
+            if outcome.held:
+                with bastion.db.read() as session:
+                    bastion.send_mail(held_for_review(session, outcome.project_id, f"The file {outcome.filename}",
+                                                      outcome.held))
             return outcome
         raise AssertionError("unreachable")
     finally:

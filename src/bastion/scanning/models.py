@@ -1,4 +1,4 @@
-"""Tables of the scanning subsystem: scan results, review cases, malware reports, banned names."""
+"""Tables of the scanning subsystem: scan results, review cases, malware reports, name rules (ban list and exceptions)."""
 
 from __future__ import annotations
 
@@ -87,12 +87,14 @@ class MalwareReport(Base):
     case_id: Mapped[int | None] = mapped_column(ForeignKey("review_cases.id", ondelete="SET NULL"), nullable=True)
 
 
-class BannedName(Base):
-    """The admin ban list: names (PEP 503 normalized) nobody may register, with why."""
+class NameRule(Base):
+    """Admins' word on a name: ``ban`` (nobody may register it) or ``allow`` (an exception to the
+    typosquat check, granted on request)."""
 
-    __tablename__ = "banned_names"
+    __tablename__ = "name_rules"
 
     normalized_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)

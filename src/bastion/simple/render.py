@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bastion.db import upsert, utcnow
@@ -24,7 +24,7 @@ from bastion.simple.accept import SIMPLE_JSON
 from bastion.packaging.models import File, Project, Release
 from bastion.simple.models import RenderedPage
 
-API_VERSION = "1.1"
+API_VERSION = "1.4"  # 1.1 (PEP 700) plus PEP 792 project status markers
 HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = "application/json"
 BASE_PLACEHOLDER = "@@BASTION_BASE_URL@@"
@@ -83,6 +83,13 @@ class ProjectView:
     normalized_name: str
     last_serial: int
     releases: list[ReleaseView] = field(default_factory=list)
+    status: str = "active"
+    """PEP 792 status: active, archived, deprecated or quarantined (no files offered)."""
+    status_reason: str | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status == "quarantined"
 
 
 def simple_index_key(fmt: str) -> str:
@@ -161,18 +168,27 @@ def render_simple_detail(project: ProjectView) -> list[Page]:
         }
         files_json.append(entry)
     name = escape(project.normalized_name)
+    status_meta = ""
+    if project.status != "active":  # PEP 792
+        status_meta = f'    <meta name="pypi:project-status" content="{escape(project.status)}">\n'
+        if project.status_reason:
+            status_meta += f'    <meta name="pypi:project-status-reason" content="{escape(project.status_reason)}">\n'
     html = (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n' + status_meta +
         f"    <title>Links for {name}</title>\n  </head>\n  <body>\n"
         f"    <h1>Links for {name}</h1>\n" + "".join(links) + "  </body>\n</html>\n"
     )
-    document = {
+    document: dict[str, Any] = {
         "meta": {"api-version": API_VERSION, "_last-serial": project.last_serial},
         "name": project.normalized_name,
         "versions": versions,
         "files": files_json,
     }
+    if project.status != "active":
+        document["project-status"] = {"status": project.status}
+        if project.status_reason:
+            document["project-status"]["reason"] = project.status_reason
     return [
         Page(simple_detail_key(project.normalized_name, "html"), HTML_TYPE, html.encode()),
         Page(simple_detail_key(project.normalized_name, "json"), SIMPLE_JSON, _dumps(document)),
@@ -180,7 +196,10 @@ def render_simple_detail(project: ProjectView) -> list[Page]:
 
 
 def render_simple_index(session: Session, serial: int) -> list[Page]:
-    names = list(session.execute(select(Project.normalized_name).order_by(Project.normalized_name)).scalars())
+    """The project list: quarantined projects are left out (their own page says why)."""
+    names = list(session.execute(
+        select(Project.normalized_name).where(Project.status != "quarantined").order_by(Project.normalized_name)
+    ).scalars())
     return render_simple_index_of(names, serial)
 
 
@@ -287,7 +306,7 @@ def latest_release(project: ProjectView) -> ReleaseView | None:
 
 def render_json_project(project: ProjectView) -> Page | None:
     latest = latest_release(project)
-    if latest is None:
+    if latest is None or project.quarantined:
         return None
     releases = {
         release.version: [_json_file(f, release) for f in release.files]
@@ -354,9 +373,11 @@ _FILE_COLUMNS = (
 def load_project_for_render(session: Session, project_id: int) -> ProjectView:
     """Everything the project's pages show, in three column queries (metadata loaded on demand)."""
     row = session.execute(
-        select(Project.id, Project.name, Project.normalized_name, Project.last_serial).where(Project.id == project_id)
+        select(Project.id, Project.name, Project.normalized_name, Project.last_serial, Project.status,
+               Project.status_reason).where(Project.id == project_id)
     ).one()
-    project = ProjectView(id=row.id, name=row.name, normalized_name=row.normalized_name, last_serial=row.last_serial)
+    project = ProjectView(id=row.id, name=row.name, normalized_name=row.normalized_name, last_serial=row.last_serial,
+                          status=row.status, status_reason=row.status_reason)
     releases = {
         r.id: ReleaseView(id=r.id, version=r.version, yanked=r.yanked, yanked_reason=r.yanked_reason,
                           requires_python=r.requires_python)
@@ -365,10 +386,19 @@ def load_project_for_render(session: Session, project_id: int) -> ProjectView:
             .where(Release.project_id == project_id)
         )
     }
-    for f in session.execute(select(*_FILE_COLUMNS).where(File.project_id == project_id).order_by(File.filename)):
-        columns = dict(f._mapping)
-        releases[columns.pop("release_id")].files.append(FileView(**columns))
-    project.releases = list(releases.values())
+    held: set[int] = set()  # releases with a quarantined file
+    if not project.quarantined:  # a quarantined project offers no files at all (PEP 792)
+        for f in session.execute(
+            select(*_FILE_COLUMNS, File.quarantined).where(File.project_id == project_id).order_by(File.filename)
+        ):
+            columns = dict(f._mapping)
+            release_id = columns.pop("release_id")
+            if columns.pop("quarantined"):
+                held.add(release_id)
+                continue
+            releases[release_id].files.append(FileView(**columns))
+    # A release whose every file is held for review is not shown until one is released.
+    project.releases = [r for r in releases.values() if r.files or (r.id not in held and not project.quarantined)]
     return project
 
 
@@ -395,7 +425,29 @@ def refresh_project_pages(
     project_page = render_json_project(project)
     if project_page is not None:
         pages.append(project_page)
-    pages.extend(render_json_release(project, release) for release in touched)
+    if project.quarantined:
+        delete_json_pages(session, project.normalized_name)
+    else:
+        if project_page is None:  # every release held for review
+            delete_json_pages(session, project.normalized_name, versions=[])
+        pages.extend(render_json_release(project, release) for release in touched)
+        hidden = wanted - {release.version for release in project.releases}
+        if hidden:
+            delete_json_pages(session, project.normalized_name, versions=sorted(hidden), project_page=False)
     if index:
         pages.extend(render_simple_index(session, project.last_serial))
     store_pages(session, pages, project.last_serial)
+
+
+def delete_json_pages(session: Session, normalized: str, *, versions: list[str] | None = None,
+                      project_page: bool = True, simple: bool = False) -> None:
+    """Remove stored JSON API pages of a project: the project page, and the pages of ``versions``
+    (every release when None); with ``simple``, its simple pages too (a deleted project)."""
+    keys = [json_project_key(normalized)] if project_page else []
+    keys += [json_release_key(normalized, v) for v in versions or []]
+    if simple:
+        keys += [simple_detail_key(normalized, "html"), simple_detail_key(normalized, "json")]
+    condition = RenderedPage.key.in_(keys)
+    if versions is None:
+        condition = condition | RenderedPage.key.startswith(f"pypi/{normalized}/", autoescape=True)
+    session.execute(delete(RenderedPage).where(condition))

@@ -129,6 +129,13 @@ class ByteBudgetCache:
 
 _MISSING = object()
 
+# A file is downloadable unless it, or its whole project, is held for review (PEP 792 quarantine).
+_downloadable = (
+    select(File.size, File.sha256_digest, File.metadata_sha256)
+    .join(Project, Project.id == File.project_id)
+    .where(File.quarantined.is_(False), Project.status != "quarantined")
+)
+
 
 class ReadAPI:
     """ASGI middleware answering GET/HEAD on /simple/, /packages/ and /pypi/; the rest goes to ``app``."""
@@ -453,16 +460,13 @@ class ReadAPI:
         is_metadata = rel.endswith(".metadata")
         file_path = rel[: -len(".metadata")] if is_metadata else rel
         with self.bastion.db.engine.connect() as conn:
-            row = conn.execute(
-                select(File.size, File.sha256_digest, File.metadata_sha256).where(File.path == file_path)
-            ).first()
+            row = conn.execute(_downloadable.where(File.path == file_path)).first()
             directory, _, basename = rel.rpartition("/")
             hashed = _HASHED_NAME.match(basename) if row is None and not is_metadata else None
             if hashed is not None:  # a TUF consistent-snapshot name: <sha256>.<filename>
                 file_path = f"{directory}/{hashed.group(2)}"
                 row = conn.execute(
-                    select(File.size, File.sha256_digest, File.metadata_sha256)
-                    .where(File.path == file_path, File.sha256_digest == hashed.group(1))
+                    _downloadable.where(File.path == file_path, File.sha256_digest == hashed.group(1))
                 ).first()
                 rel = file_path
         entry = None

@@ -1,0 +1,184 @@
+"""Scanning on the upload path: the name check at project creation and the scan of every file.
+
+``Bastion.scanner`` and ``Bastion.name_guard`` are built on first use (one per process). The
+upload pipeline calls ``check_new_name`` before it spools the file and ``scan_upload`` after the
+archive checks and before its transaction; ``store_scan`` records the verdict inside that
+transaction. A file is visible only if its verdict allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bastion.events import RequestContext, record_event
+from bastion.packaging.errors import UploadRejected
+from bastion.packaging.models import File, Project
+from bastion.packaging.names import normalize
+from bastion.scanning.models import CaseState, NameRule, ReviewCase, ScanRecord
+from bastion.scanning.result import Finding, ScanContext, ScanPolicy, ScanResult, Verdict
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from bastion.scanning.names import NameIndex, Resemblance
+    from bastion.scanning.scanner import Scanner
+    from bastion.services import Bastion
+    from bastion.settings import Settings
+
+log = logging.getLogger("bastion.scanning")
+
+MAX_REASONS = 5
+
+
+def make_scanner(settings: Settings) -> Scanner:
+    from bastion.scanning.scanner import Scanner
+
+    return Scanner(ScanPolicy(quarantine_at=settings.scan_quarantine_score, reject_at=settings.scan_reject_score))
+
+
+class NameGuard:
+    """The typosquat check against popular names and this index's own projects.
+
+    The popular list is indexed once per process; projects created since the last check (in any
+    process) are added before each check with one query on the primary key. Deleted projects stay
+    in the index: a name imitating a deleted project is still suspect.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._index: NameIndex | None = None
+        self._seen_id = 0
+        self._lock = threading.Lock()
+
+    def _current(self, session: Session) -> NameIndex:
+        from bastion.scanning.names import NameIndex, load_popular
+
+        if self._index is None:
+            self._index = NameIndex.build(load_popular(self.settings.popular_names))
+        rows = session.execute(
+            select(Project.id, Project.name).where(Project.id > self._seen_id).order_by(Project.id)
+        ).all()
+        for row in rows:
+            self._index.add_existing(row.name)
+            self._seen_id = row.id
+        return self._index
+
+    def check(self, session: Session, name: str) -> Resemblance | None:
+        """What ``name`` imitates, or None (also None when an admin allowed the name)."""
+        if name_rule(session, name) == "allow":
+            return None
+        with self._lock:
+            index = self._current(session)
+            return index.check(name)
+
+
+def name_rule(session: Session, name: str) -> str | None:
+    """``ban`` or ``allow`` if an admin listed the name, else None."""
+    return session.execute(select(NameRule.rule).where(NameRule.normalized_name == normalize(name))).scalar()
+
+
+def banned_names(session: Session) -> frozenset[str]:
+    return frozenset(session.execute(select(NameRule.normalized_name).where(NameRule.rule == "ban")).scalars())
+
+
+def check_new_name(bastion: Bastion, session: Session, name: str) -> Resemblance | None:
+    """For a name nobody registered yet: refuse a typosquat under the ``block`` policy (400 naming
+    the project it resembles); under ``review``, return the resemblance for the caller to flag."""
+    if bastion.settings.scan == "off":
+        return None
+    resemblance = bastion.name_guard.check(session, name)
+    if resemblance is not None and bastion.settings.name_policy == "block":
+        raise UploadRejected(resemblance.message(name))
+    return resemblance
+
+
+def known_malicious(session: Session) -> frozenset[str]:
+    """Projects removed as malware by a review decision."""
+    return frozenset(session.execute(
+        select(ReviewCase.project_name).where(ReviewCase.state == CaseState.PROJECT_REMOVED.value).distinct()
+    ).scalars())
+
+
+def scan_upload(bastion: Bastion, path: Path, filename: str, project_name: str, *, new_project: bool,
+                resembles: str | None, context: RequestContext) -> ScanResult | None:
+    """Scan an uploaded file before its transaction. A ``reject`` verdict is recorded (scan record
+    and audit event, in their own transaction) and refused with the reasons; None when scanning is off."""
+    if bastion.settings.scan == "off":
+        return None
+    with bastion.db.read() as session:
+        malicious = known_malicious(session)
+    result = bastion.scanner.scan(path, filename=filename, context=ScanContext(
+        project_name=project_name, new_project=new_project, known_malicious=malicious, resembles=resembles,
+    ))
+    if result.verdict is Verdict.REJECT:
+        with bastion.db.write() as session:
+            record = store_scan(session, result, normalize(project_name), file_id=None, trigger="upload")
+            record_event(session, "upload.refused-by-scanner", subject=f"project:{normalize(project_name)}",
+                         context=context, secret=bastion.secret,
+                         details={"filename": filename, "sha256": result.sha256, "score": result.score,
+                                  "scan_id": record.id, "rules": sorted({f.rule for f in result.findings})})
+        raise UploadRejected(refusal_message(result))
+    return result
+
+
+def refusal_message(result: ScanResult) -> str:
+    """One line for twine: what the scanner saw and what to do."""
+    if result.error:
+        return f"Invalid distribution file '{result.filename}': {result.error}"
+    top = strongest(result.findings, 3)
+    seen = "; ".join(f"{f.why} ({f.rule} in {f.file}{f':{f.line}' if f.line else ''})" for f in top)
+    return (
+        f"The upload of '{result.filename}' was refused by the index's malware scanner "
+        f"(score {result.score}/10): {seen}. If this is a false positive, contact the index administrators."
+    )
+
+
+def strongest(findings: Iterable[Finding], count: int = MAX_REASONS) -> list[Finding]:
+    return sorted(findings, key=lambda f: -f.severity)[:count]
+
+
+def reasons_of(result: ScanResult) -> list[str]:
+    """Short reasons for the maintainers' notice and the case summary."""
+    return [f"{f.why} ({f.rule}, {f.file}{f':{f.line}' if f.line else ''})" for f in strongest(result.findings)]
+
+
+def store_scan(session: Session, result: ScanResult, project_name: str, *, file_id: int | None,
+               trigger: str) -> ScanRecord:
+    record = ScanRecord(
+        file_id=file_id, project_name=project_name, filename=result.filename, sha256=result.sha256,
+        verdict=result.verdict.value, score=result.score, findings=[f.to_json() for f in result.findings],
+        rules_version=result.rules_version, trigger=trigger,
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def hold_file(session: Session, bastion: Bastion, file: File, project: Project, result: ScanResult,
+              context: RequestContext) -> ReviewCase:
+    """Quarantine a just-stored file on the scanner's word: invisible, queued, on record."""
+    file.quarantined = True
+    record = store_scan(session, result, project.normalized_name, file_id=file.id, trigger="upload")
+    case = ReviewCase(
+        kind="file", source="scan", project_id=project.id, project_name=project.normalized_name, file_id=file.id,
+        filename=file.filename, scan_id=record.id, hidden=True,
+        summary=f"scanner score {result.score}/10: " + "; ".join(f.rule for f in strongest(result.findings, 3)),
+    )
+    session.add(case)
+    session.flush()
+    record_event(session, "file.quarantined", subject=f"project:{project.normalized_name}", context=context,
+                 secret=bastion.secret,
+                 details={"filename": file.filename, "score": result.score, "case_id": case.id, "scan_id": record.id})
+    return case
+
+
+def open_cases_count(session: Session) -> int:
+    return session.execute(
+        select(func.count()).select_from(ReviewCase).where(ReviewCase.state == CaseState.OPEN.value)
+    ).scalar_one()
