@@ -12,8 +12,9 @@ takes the latest version's files:
   sha256 (``pip download`` of an sdist would run its build hooks to read the metadata: never);
 * **one wheel**: ``py3-none-any`` (any pure-Python wheel) if there is one, else the best wheel for
   CPython 3.11 on manylinux x86_64 (the order of ``packaging.tags`` for that interpreter), fetched
-  with ``pip download --no-deps --only-binary=:all: --dest DIR URL#sha256=...`` (a wheel is never
-  built, and pip checks the hash).
+  with ``pip download --no-deps --only-binary=:all: --ignore-requires-python --dest DIR URL#sha256=...``
+  (a wheel is never built, pip checks the hash, and a release that needs a newer Python than this
+  one is still downloaded: it is scanned, not installed).
 
 Files over 40 MB are not downloaded and are recorded as skipped. The run is resumable: a file
 already in the cache with the right sha256 is not downloaded again. Layout::
@@ -224,7 +225,7 @@ class Downloader:
         """A wheel, with ``pip download --no-deps --only-binary=:all:`` (never builds; pip checks the hash)."""
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
             cmd = [*self.pip, "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
-                   "--disable-pip-version-check", "--quiet", "--dest", tmp, f"{url}#sha256={sha}"]
+                   "--disable-pip-version-check", "--ignore-requires-python", "--quiet", "--dest", tmp, f"{url}#sha256={sha}"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             got = Path(tmp) / dest.name
             if proc.returncode != 0 or not got.is_file():
