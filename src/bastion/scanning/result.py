@@ -46,8 +46,11 @@ class Finding:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Finding:
-        return cls(**{k: data.get(k) for k in ("rule", "file", "line", "excerpt", "why")},
-                   severity=float(data.get("severity") or 0.0), category=str(data.get("category") or ""))
+        line = data.get("line")
+        return cls(rule=str(data.get("rule", "")), file=str(data.get("file", "")),
+                   line=int(line) if line is not None else None, excerpt=str(data.get("excerpt", "")),
+                   why=str(data.get("why", "")), severity=float(data.get("severity") or 0.0),
+                   category=str(data.get("category") or ""))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
 from bastion.db import upsert, utcnow
@@ -447,7 +447,7 @@ def delete_json_pages(session: Session, normalized: str, *, versions: list[str] 
     keys += [json_release_key(normalized, v) for v in versions or []]
     if simple:
         keys += [simple_detail_key(normalized, "html"), simple_detail_key(normalized, "json")]
-    condition = RenderedPage.key.in_(keys)
+    condition: ColumnElement[bool] = RenderedPage.key.in_(keys)
     if versions is None:
         condition = condition | RenderedPage.key.startswith(f"pypi/{normalized}/", autoescape=True)
     session.execute(delete(RenderedPage).where(condition))
