@@ -23,6 +23,7 @@ from bastion.settings import Settings, load_settings
 from bastion.simple.serve import ReadAPI
 from bastion.web.account import router as web_account_router
 from bastion.web.pages import router as web_pages_router
+from bastion.web.review import router as web_review_router
 from bastion.web.render import STATIC, render_page
 from bastion.web.session import CsrfRefused, WebRedirect, WebSessionMiddleware
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, bastion: Bastion | None = No
     api.include_router(accounts_router)
     api.include_router(web_account_router)
     api.include_router(web_pages_router)
+    api.include_router(web_review_router)
     api.include_router(insights_router)
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     api.add_middleware(WebSessionMiddleware, bastion=bastion)

@@ -36,6 +36,7 @@ from bastion.errors import NotFound, ServiceError
 from bastion.events import EVENTS_PER_PAGE, Event, list_events
 from bastion.packaging import service
 from bastion.packaging.names import is_valid_name
+from bastion.scanning.service import open_cases_count
 from bastion.settings import MFA_POLICIES
 from bastion.simple.serve import ByteBudgetCache
 from bastion.web.account import base_url, redirect, send
@@ -353,6 +354,8 @@ class UserRow:
     """When the user first had a second factor; None: no 2FA."""
     created: datetime
     """When the account was made."""
+    trusted_reporter: bool = False
+    """Holds the trusted-reporter role (malware reports)."""
 
 
 def _users_page(session: Session, page: int) -> tuple[list[UserRow], int, int]:
@@ -364,7 +367,8 @@ def _users_page(session: Session, page: int) -> tuple[list[UserRow], int, int]:
         select(User).order_by(User.username_key).offset((page - 1) * USERS_PER_PAGE).limit(USERS_PER_PAGE)
     ).scalars()
     return [UserRow(username=u.username, email=u.email, email_verified=u.email_verified, is_admin=u.is_admin,
-                    is_active=u.is_active, mfa_since=u.mfa_enabled, created=u.created) for u in rows], page, pages
+                    is_active=u.is_active, mfa_since=u.mfa_enabled, created=u.created,
+                    trusted_reporter=u.trusted_reporter) for u in rows], page, pages
 
 
 def _matching(column: Any, value: str) -> Any:
@@ -400,9 +404,10 @@ def _admin_page(request: Request, *, users_page: int = 1, status: int = 200, err
         policy, default = mfa_policy(session), default_mfa_policy(session)
         users, page, pages = _users_page(session, users_page)
         critical = service.list_critical_projects(session)
+        open_cases = open_cases_count(session)
     return render_page(request, "admin.html", status=status, error=error, policy=policy, default_policy=default,
                        choices=MFA_POLICY_CHOICES, users=users, users_page=page, users_pages=pages,
-                       critical=critical)
+                       critical=critical, open_cases=open_cases)
 
 
 @router.get("/admin/")
