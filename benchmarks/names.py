@@ -117,17 +117,23 @@ def rate(flagged: int, total: int) -> str:
     return f"{flagged}/{total} = {100 * flagged / max(total, 1):.2f}%"
 
 
-def detection_set(popular: list[str], seed: int) -> tuple[list[tuple[str, str, str]], set[str]]:
+def detection_set(popular: list[str], seed: int, start: int = 0, stop: int = 1000,
+                  real: bool = True) -> list[tuple[str, str, str]]:
     rng = random.Random(seed)
     known = {canonicalize_name(n) for n in popular}
     cases: list[tuple[str, str, str]] = []  # (technique, typo, original)
-    for name in popular[:1000]:
+    for name in popular[start:stop]:
         for technique, typo in typos(name, rng).items():
             if typo not in known and typo != canonicalize_name(name):
                 cases.append((technique, typo, name))
-    for squat in REAL_SQUATS:
-        cases.append(("real", squat, ""))
-    return cases, known
+    if real:
+        for squat in REAL_SQUATS:
+            cases.append(("real", squat, ""))
+    return cases
+
+
+def detected(index: NameIndex, cases: list[tuple[str, str, str]]) -> int:
+    return sum(index.check(typo) is not None for _, typo, _ in cases)
 
 
 def evaluate(popular: list[str], cases: list[tuple[str, str, str]], **options: Any
@@ -170,7 +176,8 @@ def main() -> None:
           f"(min {min(builds) * 1000:.0f}, max {max(builds) * 1000:.0f}); protected {len(index)}, "
           f"delete-map keys {len(index._deletes)}")
 
-    cases, known = detection_set(popular, args.seed)
+    cases = detection_set(popular, args.seed)
+    cases_mid = detection_set(popular, args.seed, 1000, 5000, real=False)
     legit = popular[5000:15000]
     candidates = [typo for _, typo, _ in cases] + legit
     costs = []
@@ -188,6 +195,7 @@ def main() -> None:
     print(f"  detection: {rate(sum(caught.values()), sum(total.values()))}")
     print("    " + ", ".join(f"{t} {100 * caught[t] / total[t]:.0f}%" for t in sorted(total)))
     real_missed = [m for m in missed if m.startswith("real:")]
+    print(f"  detection, typos of ranks 1,001-5,000: {rate(detected(NameIndex.build(popular), cases_mid), len(cases_mid))}")
     print(f"    real squats caught: {total['real'] - len(real_missed)}/{total['real']} {real_missed or ''}")
     print(f"  FP proxy (ranks 5,001-15,000 vs top 5,000): {rate(len(fps), len(legit))}")
     hows = Counter(category(fp.rsplit("(", 1)[1]) for fp in fps)
@@ -207,6 +215,8 @@ def main() -> None:
     peer5k_fp = sum(peer5k.check(n) is not None for n in legit)
     print(f"\nPeer: edit distance 1 against all {len(popular)} names (GuardDog's method), build {peer_build * 1000:.0f} ms")
     print(f"  detection: {rate(peer_caught, len(cases))}")
+    peer_mid = sum(peer.check(typo) is not None for _, typo, _ in cases_mid)
+    print(f"  detection, typos of ranks 1,001-5,000: {rate(peer_mid, len(cases_mid))}")
     print(f"  FP proxy (ranks 5,001-15,000 vs the other 14,999): {rate(peer_fp, len(legit))}")
     print(f"  FP proxy (ranks 5,001-15,000 vs top 5,000 only): {rate(peer5k_fp, len(legit))}")
 
@@ -216,33 +226,34 @@ def main() -> None:
 
     if args.grid:
         print("\ngrid: options -> detection, FP proxy")
+        lean: dict[str, Any] = {"edit_skip_digits": True, "edit_skip_first": True, "edit_min_word": 4,
+                                "technique_top": {"affix-removed": 1000, "digits-appended": 1000}}
         grid: list[dict[str, Any]] = [
             {},
             {"edit_min_length": 6, "short_edit_top": 0},
             {"edit_min_length": 7, "short_edit_top": 0},
-            {"edit_min_length": 8, "short_edit_top": 0},
             {"edit_min_length": 6, "short_edit_top": 500, "short_edit_min_length": 4},
-            {"edit_min_length": 8, "short_edit_top": 500, "short_edit_min_length": 5},
             {"edit_skip_digits": True},
             {"edit_skip_first": True},
-            {"edit_min_word": 3},
             {"edit_min_word": 4},
-            {"technique_top": {"digits-appended": 1000}},
-            {"technique_top": {"affix-added": 1000}},
-            {"technique_top": {"affix-removed": 1000}},
-            {"technique_top": {"affix-removed": 0}},
-            {"technique_top": {"digits-removed": 0}},
-            {"technique_top": {"words": 1000}},
-            {"technique_top": {"separators": 1000}},
+            {"technique_top": {"affix-removed": 1000, "digits-appended": 1000}},
+            {"technique_top": {"edit": 2000}},
             {"protect_top": 2000},
-            {"affix_min_core": 5},
+            lean,
+            {**lean, "protect_top": 3000},
+            {**lean, "technique_top": {"affix-removed": 1000, "digits-appended": 1000, "edit": 2000}},
+            {**lean, "edit_min_length": 6, "short_edit_top": 500, "short_edit_min_length": 4},
+            {**lean, "edit_min_length": 6, "short_edit_top": 1000, "short_edit_min_length": 4},
+            {**lean, "edit_min_length": 7, "short_edit_top": 1000, "short_edit_min_length": 4},
+            {**lean, "edit_min_length": 8, "short_edit_top": 1000, "short_edit_min_length": 5},
             {"fold_confusions": False},
             {"edit_min_length": 100, "short_edit_top": 0},
         ]
         for options in grid:
             caught, total, _, fps = evaluate(popular, cases, **options)
-            print(f"  {options or 'defaults'}: detection {rate(sum(caught.values()), sum(total.values()))}, "
-                  f"FP {rate(len(fps), len(legit))}")
+            mid = detected(NameIndex.build(popular, **options), cases_mid)
+            print(f"  {options or 'defaults'}: detection {100 * sum(caught.values()) / sum(total.values()):.2f}% "
+                  f"(1,001-5,000: {100 * mid / len(cases_mid):.2f}%), FP {100 * len(fps) / len(legit):.2f}%")
 
 
 if __name__ == "__main__":

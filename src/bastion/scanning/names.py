@@ -81,7 +81,7 @@ AFFIX_MIN_CORE = 4
 EDIT_SKIP_DIGITS = False
 EDIT_SKIP_FIRST = False
 EDIT_MIN_WORD = 0
-TECHNIQUE_TOP: dict[str, int] = {}
+TECHNIQUE_TOP: dict[str, int] = {"affix-removed": 1000, "digits-appended": 1000}
 """Techniques that only protect the most popular names: technique -> last protected rank."""
 
 POPULAR = "popular"
@@ -234,8 +234,10 @@ class Resemblance:
         )
 
 
-# Map values: one normalized target (the common case) or a tuple of them.
-_Slot = str | tuple[str, ...]
+# Map values: one normalized target (the common case) or a dict of them used as an ordered set, in
+# rank order (popular names are added most popular first, then existing projects as they come,
+# each ranked after all before it), so a check can stop at the first target of a slot that applies.
+_Slot = str | dict[str, None]
 
 
 def _put(index: dict[str, _Slot], key: str, target: str) -> None:
@@ -243,10 +245,9 @@ def _put(index: dict[str, _Slot], key: str, target: str) -> None:
     if have is None:
         index[key] = target
     elif isinstance(have, str):
-        if have != target:
-            index[key] = (have, target)
-    elif target not in have:
-        index[key] = (*have, target)
+        index[key] = {have: None, target: None}
+    else:
+        have[target] = None
 
 
 def _drop(index: dict[str, _Slot], key: str, target: str) -> None:
@@ -257,14 +258,12 @@ def _drop(index: dict[str, _Slot], key: str, target: str) -> None:
         if have == target:
             del index[key]
         return
-    rest = tuple(t for t in have if t != target)
-    if not rest:
-        del index[key]
-    else:
-        index[key] = rest[0] if len(rest) == 1 else rest
+    have.pop(target, None)
+    if len(have) == 1:
+        index[key] = next(iter(have))
 
 
-def _slot(index: dict[str, _Slot], key: str) -> tuple[str, ...]:
+def _slot(index: dict[str, _Slot], key: str) -> Iterable[str]:
     have = index.get(key)
     if have is None:
         return ()
@@ -298,7 +297,8 @@ class NameIndex:
         self.edit_skip_first = edit_skip_first
         self.edit_min_word = edit_min_word
         self.technique_top = dict(TECHNIQUE_TOP if technique_top is None else technique_top)
-        self._known: set[str] = set()  # every popular name (protected or not) and existing project
+        self._popular: set[str] = set()  # every popular name, protected or not
+        self._existing: set[str] = set()  # projects on this index
         self._targets: dict[str, _Target] = {}  # protected: normalized -> target
         self._flat: dict[str, _Slot] = {}
         self._fold: dict[str, _Slot] = {}
@@ -318,10 +318,10 @@ class NameIndex:
         rank = 0
         for name in popular:
             normalized = canonicalize_name(name)
-            if normalized in index._known:
+            if normalized in index._popular:
                 continue
             rank += 1
-            index._known.add(normalized)
+            index._popular.add(normalized)
             if rank <= index.protect_top:
                 index._protect(normalized, name, rank, popular=True)
         for name in existing:
@@ -336,26 +336,24 @@ class NameIndex:
             return True
         return rank <= self.short_edit_top and len(flat_name) >= self.short_edit_min_length
 
-    def _keys(self, normalized: str, edit: bool) -> Iterator[tuple[dict[str, _Slot], str]]:
+    def _keys(self, normalized: str, target: _Target) -> Iterator[tuple[dict[str, _Slot], set[str]]]:
+        """Each map and the keys (deduplicated) under which ``normalized`` is stored in it."""
         f = flat(normalized)
-        yield self._flat, f
+        yield self._flat, {f}
         if self.fold_confusions:
-            yield self._fold, fold(f)
+            yield self._fold, {fold(f)}
         words = normalized.split("-")
         if len(words) > 1:
-            yield self._words, "-".join(sorted(words))
-        for _how, core in _affix_variants(normalized):
-            if len(core) >= self.affix_min_core:
-                yield self._cores, core
-        if edit:
-            yield self._deletes, f
-            for d in _deletes(f):
-                yield self._deletes, d
+            yield self._words, {"-".join(sorted(words))}
+        yield self._cores, {core for _how, core in _affix_variants(normalized) if len(core) >= self.affix_min_core}
+        if target.edit:
+            keys = {f} | _deletes(f)
             core = flat(_DIGITS.sub("", normalized))
-            if core != f and len(core) >= self.edit_min_length:
-                yield self._deletes, core
-                for d in _deletes(core):
-                    yield self._deletes, d
+            # beautifoulsoup -> beautifulsoup4. Popular names only: an index's numbered names
+            # (plugin-1 ... plugin-500) would all share one core.
+            if target.popular and core != f and len(core) >= self.edit_min_length:
+                keys |= {core} | _deletes(core)
+            yield self._deletes, keys
 
     def _protect(self, normalized: str, display: str, rank: int, *, popular: bool) -> None:
         target = self._targets.get(normalized)
@@ -363,30 +361,32 @@ class NameIndex:
             target.existing = target.existing or not popular
             return
         edit = self._edit_protected(flat(normalized), rank)
-        self._targets[normalized] = _Target(display, rank, popular, not popular, edit)
-        for index, key in self._keys(normalized, edit):
-            _put(index, key, normalized)
+        target = self._targets[normalized] = _Target(display, rank, popular, not popular, edit)
+        for index, keys in self._keys(normalized, target):
+            for key in keys:
+                _put(index, key, normalized)
 
     def add_existing(self, name: str) -> None:
         """A project was created on this index: protect its name too."""
         normalized = canonicalize_name(name)
-        self._known.add(normalized)
+        self._existing.add(normalized)
         self._next_existing_rank += 1
         self._protect(normalized, name, self._next_existing_rank, popular=False)
 
     def remove_existing(self, name: str) -> None:
         """A project was deleted: its name no longer protects (unless it is a protected popular name)."""
         normalized = canonicalize_name(name)
+        self._existing.discard(normalized)
         target = self._targets.get(normalized)
         if target is None:
             return
         if target.popular:
             target.existing = False
             return
-        self._known.discard(normalized)
         del self._targets[normalized]
-        for index, key in self._keys(normalized, target.edit):
-            _drop(index, key, normalized)
+        for index, keys in self._keys(normalized, target):
+            for key in keys:
+                _drop(index, key, normalized)
 
     def _edit(self, normalized: str, f: str, target: str, tf: str) -> str | None:
         found = edit(f, tf)
@@ -404,31 +404,36 @@ class NameIndex:
         return how
 
     def is_known(self, name: str) -> bool:
-        return canonicalize_name(name) in self._known
+        """A popular name (protected or not) or a project on this index: never flagged itself."""
+        normalized = canonicalize_name(name)
+        return normalized in self._popular or normalized in self._existing
 
     def check(self, candidate: str) -> Resemblance | None:
         """What protected name ``candidate`` imitates (the most popular, if several), or None."""
         normalized = canonicalize_name(candidate)
-        if normalized in self._known:
+        if normalized in self._popular or normalized in self._existing:
             return None
         hits: list[tuple[int, str, str]] = []  # (rank, target, how)
         f = flat(normalized)
         words = normalized.split("-")
         tops = self.technique_top
 
-        def found(kind: str, targets: Iterable[str], how: str) -> None:
+        def found(kind: str, targets: Iterable[str], how: str) -> bool:
+            """Record the first (best-ranked) of ``targets`` this technique protects."""
             limit = tops.get(kind)
             for t in targets:
                 target = self._targets[t]
                 if limit is None or not target.popular or target.rank <= limit or target.existing:
                     hits.append((target.rank, t, how))
+                    return True
+            return False
 
         found("separators", _slot(self._flat, f), "separators added or removed")
         if self.fold_confusions:
             for t in _slot(self._fold, fold(f)):
                 tf = flat(t)
-                if tf != f:
-                    found("lookalike", (t,), _fold_how(f, tf))
+                if tf != f and found("lookalike", (t,), _fold_how(f, tf)):
+                    break
         if len(words) > 1:
             found("words", (t for t in _slot(self._words, "-".join(sorted(words))) if t.split("-") != words),
                   "words reordered")
@@ -439,13 +444,12 @@ class NameIndex:
                 else:
                     found("affix-added", _slot(self._flat, core), f"{how} added")
         for t in _slot(self._cores, f):  # candidate = target without its affix or digits
-            for how, core in _affix_variants(t):
-                if core == f:
-                    if how == "version digits":
-                        found("digits-removed", (t,), "version digits removed")
-                    else:
-                        found("affix-removed", (t,), f"{how} removed")
+            how = next((how for how, core in _affix_variants(t) if core == f), "")
+            if how == "version digits":
+                if found("digits-removed", (t,), "version digits removed"):
                     break
+            elif how and found("affix-removed", (t,), f"{how} removed"):
+                break
         seen: set[str] = set()
         for key in (f, *_deletes(f)):
             for t in _slot(self._deletes, key):
@@ -460,8 +464,8 @@ class NameIndex:
                         edited = self._edit(normalized, f, core, flat(core))
                         if edited is not None:
                             edited += " and version digits dropped"
-                if edited is not None:
-                    found("edit", (t,), edited)
+                if edited is not None and found("edit", (t,), edited):
+                    break
         if not hits:
             return None
         _rank, t, how = min(hits)
