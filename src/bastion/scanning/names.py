@@ -84,6 +84,10 @@ EDIT_MIN_WORD = 0
 TECHNIQUE_TOP: dict[str, int] = {"affix-removed": 1000, "digits-appended": 1000}
 """Techniques that only protect the most popular names: technique -> last protected rank."""
 
+# Techniques, most telling first: of two explanations for the same target, the first is given.
+_PRIORITY = ("separators", "lookalike", "words", "digits-appended", "digits-removed", "affix-added",
+             "affix-removed", "edit")
+
 POPULAR = "popular"
 EXISTING = "existing"
 
@@ -413,7 +417,7 @@ class NameIndex:
         normalized = canonicalize_name(candidate)
         if normalized in self._popular or normalized in self._existing:
             return None
-        hits: list[tuple[int, str, str]] = []  # (rank, target, how)
+        hits: list[tuple[int, int, str, str]] = []  # (rank, technique's place in _PRIORITY, target, how)
         f = flat(normalized)
         words = normalized.split("-")
         tops = self.technique_top
@@ -424,7 +428,7 @@ class NameIndex:
             for t in targets:
                 target = self._targets[t]
                 if limit is None or not target.popular or target.rank <= limit or target.existing:
-                    hits.append((target.rank, t, how))
+                    hits.append((target.rank, _PRIORITY.index(kind), t, how))
                     return True
             return False
 
@@ -468,7 +472,7 @@ class NameIndex:
                     break
         if not hits:
             return None
-        _rank, t, how = min(hits)
+        _rank, _priority, t, how = min(hits)
         target = self._targets[t]
         return Resemblance(target.display, POPULAR if target.popular else EXISTING, how)
 
@@ -495,7 +499,7 @@ def load_popular(path: Path | None, limit: int | None = None) -> list[str]:
     names: list[str] = []
     with handle:
         try:
-            reader = csv.reader(handle)
+            reader = csv.reader(handle, strict=True)
             header = next(reader, None)
             if header is None:
                 raise ValueError(f"popular names file {source} is empty: expected a header "
