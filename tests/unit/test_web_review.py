@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bastion.accounts.models import ApiToken, User
+from bastion.authz import OPERATOR
 from bastion.events import CLI_CONTEXT, Event
 from bastion.packaging import service
 from bastion.packaging.models import File, Project
@@ -464,3 +465,23 @@ def test_name_rules(bastion: Bastion, client: Any, people: dict[str, str], tmp_p
     with bastion.db.read() as session:
         assert list(session.execute(select(NameRule.normalized_name)).scalars()) == ["requestz"]
     assert {"name.ban", "name.allow", "name.rule-removed"} <= set(event_actions(bastion))
+
+
+def test_a_case_whose_project_was_deleted_can_still_be_closed(bastion: Bastion, client: Any,
+                                                              people: dict[str, str]) -> None:
+    """The owner deleted the project while its file was held: nothing is hidden any more, so the
+    case can be dismissed (release and remove have nothing left to act on)."""
+    case_id = hold(bastion, "wicked-widgets", "1.0")
+    with bastion.db.write() as session:
+        service.delete_project(session, bastion, "wicked-widgets", principal=OPERATOR, context=CLI_CONTEXT)
+    sign_in(client, "root")
+    page = client.get(f"/admin/review/{case_id}")
+    assert_page(page)
+    assert "no longer exists" in page.text and 'id="dismiss"' in page.text
+    for action in ("release", "remove"):
+        refused = decide(client, case_id, action)
+        assert_page(refused, 409)
+        assert "no longer exists" in refused.text
+    dismissed = decide(client, case_id, "dismiss", note="the owner deleted it")
+    assert_page(dismissed)
+    assert case_state(bastion, case_id) == ("dismissed", "root", "the owner deleted it")

@@ -300,7 +300,7 @@ def decide_case(session: Session, bastion: Bastion, case_id: int, action: str, p
     if action == "release":
         outcome, state = _release(session, bastion, case, principal), CaseState.RELEASED
     elif action == "dismiss":
-        if case.hidden:
+        if case.hidden and not _held_thing_gone(case):
             raise ServiceError(f"case #{case_id} hides something: release it or remove it, not dismiss it")
         outcome, state = Outcome(summary=f"case #{case.id} dismissed"), CaseState.DISMISSED
     elif action == "remove" and case.kind == "file":
@@ -316,6 +316,12 @@ def decide_case(session: Session, bastion: Bastion, case_id: int, action: str, p
     _event(session, bastion, f"review.{action}", principal, f"project:{case.project_name}", context,
            case_id=case.id, kind=case.kind, filename=case.filename, note=note or None)
     return outcome
+
+
+def _held_thing_gone(case: ReviewCase) -> bool:
+    """The file (or project) a hidden case held was deleted since (its owner deleted the project):
+    nothing is hidden any more, and dismissing is the only way left to close the case."""
+    return case.file_id is None if case.kind == "file" else case.project_id is None
 
 
 def _release(session: Session, bastion: Bastion, case: ReviewCase, principal: Principal) -> Outcome:

@@ -103,11 +103,15 @@ def _case_page(request: Request, user: WebUser, case_id: int, *, status: int = 2
     try:
         with bastion_of(request).db.read() as session:
             details = review.case_details(session, user.principal, case_id)
+            held = session.execute(
+                select(ReviewCase.kind, ReviewCase.file_id, ReviewCase.project_id).where(ReviewCase.id == case_id)
+            ).one()
     except ServiceError as exc:
         return _refused(request, exc)
+    gone = (held.file_id if held.kind == "file" else held.project_id) is None
     return render_page(request, "review_case.html", status=status, error=error, details=details,
                        case=details.case, sources=SOURCES, labels=ACTION_LABELS, age=age, now=utcnow(),
-                       note=note, max_note=MAX_NOTE)
+                       note=note, max_note=MAX_NOTE, gone=gone)
 
 
 def _case_id(request: Request, text: str) -> int | Response:
