@@ -32,9 +32,11 @@ from tests.conftest import make_user, post_upload
 from tests.distbuilder import make_wheel, metadata_text, upload_form
 from tests.unit.test_web_pages import (
     add_role,
+    age_reauth,
     assert_page,
     csrf,
     post_form,
+    reauth,
     redirected_to_sign_in,
     sign_in,
     upload,
@@ -251,6 +253,11 @@ def test_remove_project_freezes_its_users(bastion: Bastion, client: Any, people:
         assert "nothing was removed: type the project&#39;s name, wicked-widgets" in refused.text
     assert case_state(bastion, case_id)[0] == "open" and file_path(bastion, "wicked-widgets") is not None
 
+    age_reauth(bastion)  # deleting a project and freezing accounts asks for a recent re-authentication
+    stale = decide(client, case_id, "remove-project", confirm="wicked-widgets")
+    assert stale.url.path == "/account/reauth"
+    assert case_state(bastion, case_id)[0] == "open" and file_path(bastion, "wicked-widgets") is not None
+    reauth(client)
     done = decide(client, case_id, "remove-project", confirm="Wicked_Widgets", note="credential stealer")
     assert_page(done)
     assert "frozen: alice, bob" in done.text
