@@ -29,6 +29,7 @@ import random
 import statistics
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,29 @@ def main() -> None:
     print(f"build, all {len(popular)} names: median {statistics.median(builds) * 1000:.0f} ms "
           f"(min {min(builds) * 1000:.0f}, max {max(builds) * 1000:.0f}); protected {len(index)}, "
           f"delete-map keys {len(index._deletes)}")
+
+    tracemalloc.start()
+    measured = NameIndex.build(popular)
+    size, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del measured
+    print(f"index memory (tracemalloc, all {len(popular)} names): {size / 1e6:.1f} MB")
+    existing = [f"{team}-{part}-{i}" for i in range(2000)
+                for team, part in (("acme", "billing"), ("acme", "ledger"), ("corp", "search-client"),
+                                   ("data", "pipeline"), ("ml", "features"))] + [f"tool{i}" for i in range(10000)]
+    t0 = time.perf_counter()
+    big = NameIndex.build(popular, existing)
+    big_build = time.perf_counter() - t0
+    probes = [name + "x" for name in existing[::10]] + [name[:-1] for name in existing[::10]]
+    big_costs = []
+    for name in probes:
+        t0 = time.perf_counter_ns()
+        big.check(name)
+        big_costs.append(time.perf_counter_ns() - t0)
+    big_costs.sort()
+    print(f"with {len(existing)} existing projects (numbered families such as acme-billing-N, toolN): build "
+          f"{big_build * 1000:.0f} ms, check median {statistics.median(big_costs) / 1000:.1f} us, p99 "
+          f"{big_costs[int(len(big_costs) * 0.99)] / 1000:.1f} us over {len(probes)} near names")
 
     cases = detection_set(popular, args.seed)
     cases_mid = detection_set(popular, args.seed, 1000, 5000, real=False)

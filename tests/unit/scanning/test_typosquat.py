@@ -4,6 +4,7 @@ of the popular-names CSV."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -279,3 +280,24 @@ def test_loader_not_text(tmp_path: Path) -> None:
     path.write_bytes(b"download_count,project\n1,\xff\xfe\x00\n")
     with pytest.raises(ValueError, match="is not UTF-8 text"):
         load_popular(path)
+
+
+def test_projects_added_while_names_are_checked() -> None:
+    # The server adds and removes projects from request threads while others check names.
+    names = NameIndex.build([], ["acme-billing"])
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            for i in range(3000):
+                names.add_existing(f"acme-billing-{i}")
+                names.remove_existing(f"acme-billing-{i}")
+        except BaseException as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    while worker.is_alive():
+        assert names.check("acme-biling") == Resemblance("acme-billing", EXISTING, "doubled letter dropped")
+    worker.join()
+    assert errors == []
