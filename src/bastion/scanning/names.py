@@ -516,6 +516,8 @@ def load_popular(path: Path | None, limit: int | None = None) -> list[str]:
 
     ``None`` reads the copy of hugovk/top-pypi-packages shipped with Bastion. Raises ValueError
     naming the file and what is wrong with it."""
+    if limit is not None and limit <= 0:
+        return []
     source = path if path is not None else _shipped_csv()
     try:
         handle = source.open(newline="", encoding="utf-8")
