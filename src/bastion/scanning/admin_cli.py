@@ -51,7 +51,7 @@ def review_list(state: str, as_json: bool, data_dir: str | None) -> None:
         bastion.close()
     if as_json:
         for case in cases:
-            out.print_json(json.dumps(_case_json(case)))
+            click.echo(json.dumps(_case_json(case)))
         return
     if not cases:
         out.print(f"no {state} cases" if state != "all" else "no cases")
