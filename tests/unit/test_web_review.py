@@ -529,3 +529,13 @@ def test_the_scanner_holds_a_malicious_upload_for_review(bastion_with: Any, tmp_
     assert_page(decide(client, case_id, "release", note="checked by hand"))
     assert wheel.name in client.get("/simple/wicked-widgets/").text
     assert client.get(f"/{path}").content == wheel.read_bytes()
+
+
+def test_queue_without_the_slash_and_unknown_filters(bastion: Bastion, client: Any, people: dict[str, str]) -> None:
+    hold(bastion, "wicked-widgets", "1.0")
+    sign_in(client, "root")
+    moved = client.get("/admin/review", follow_redirects=False)
+    assert moved.status_code in (301, 307, 308) and moved.headers["location"].endswith("/admin/review/")
+    junk = client.get("/admin/review/", params={"state": "<script>"})  # an unknown filter shows the queue
+    assert_page(junk)
+    assert "wicked_widgets-1.0-py3-none-any.whl" in junk.text and "<script>" not in junk.text

@@ -170,7 +170,8 @@ def decide(request: Request, case_id: str, form: dict[str, str] = Depends(csrf_f
     except ServiceError as exc:
         return _case_page(request, user, number, status=exc.status, error=exc.message, note=note)
     review.finish(bastion, outcome)
-    return redirect(f"/admin/review/{number}", flash=f"Case #{number}: {outcome.summary}.")
+    summary = outcome.summary or f"case #{number} decided"
+    return redirect(f"/admin/review/{number}", flash=summary[:1].upper() + summary[1:] + ".")
 
 
 # ---------------------------------------------------------------------------------------------
