@@ -290,7 +290,8 @@ def decide_case(session: Session, bastion: Bastion, case_id: int, action: str, p
     principal = require_reviewer(principal)
     if action not in ACTIONS:
         raise ServiceError(f"unknown decision '{action}': use one of {', '.join(ACTIONS)}")
-    case = session.get(ReviewCase, case_id)
+    # Locked: of two admins deciding at once, the second waits and then sees the case decided.
+    case = session.get(ReviewCase, case_id, with_for_update=True)
     if case is None:
         raise NotFound(f"no review case #{case_id}")
     if case.state != CaseState.OPEN.value:
