@@ -158,28 +158,26 @@ def bastion_startup_seconds(runs: int = 3) -> list[float]:
     return times
 
 
-def run_bastion(samples: list[Sample], progress: Progress) -> tuple[dict[Path, Outcome], dict[str, Any]]:
-    t0 = time.perf_counter()
-    from bastion.scanning.result import Verdict
-    from bastion.scanning.scanner import Scanner
-    scanner = Scanner()
-    init = time.perf_counter() - t0
-    outcomes: dict[Path, Outcome] = {}
-    task = progress.add_task("Bastion", total=len(samples))
-    rules_version = ""
-    for s in samples:
+class BastionRunner:
+    def __init__(self) -> None:
+        t0 = time.perf_counter()
+        from bastion.scanning.result import Verdict
+        from bastion.scanning.scanner import Scanner
+        self.verdict = Verdict
+        self.scanner = Scanner()
+        self.init_seconds = time.perf_counter() - t0
+        self.rules_version = ""
+
+    def scan(self, s: Sample) -> Outcome:
         t = time.perf_counter()
         try:
-            r = scanner.scan(s.path, filename=s.name)
+            r = self.scanner.scan(s.path, filename=s.name)
         except Exception as exc:  # noqa: BLE001 - a crash is a result too
             dt = time.perf_counter() - t
-            outcomes[s.path] = Outcome(dt, {"non-allow": False, "reject": False},
-                                       error=f"crash: {type(exc).__name__}: {exc}"[:300])
             err.print(f"[red]Bastion crashed on {s.name}[/red]: {traceback.format_exc(limit=3)}")
-            progress.advance(task)
-            continue
+            return Outcome(dt, {"non-allow": False, "reject": False}, error=f"crash: {type(exc).__name__}: {exc}"[:300])
         dt = time.perf_counter() - t
-        rules_version = r.rules_version or rules_version
+        self.rules_version = r.rules_version or self.rules_version
         rules = sorted({f.rule for f in r.findings})
         detail = []
         for f in sorted(r.findings, key=lambda f: -f.severity)[:12]:
@@ -187,11 +185,8 @@ def run_bastion(samples: list[Sample], progress: Progress) -> tuple[dict[Path, O
             if s.label == "benign":  # excerpts of benign code help tuning; no malware contents in results
                 d["excerpt"] = f.excerpt[:160]
             detail.append(d)
-        outcomes[s.path] = Outcome(
-            dt, {"non-allow": r.verdict != Verdict.ALLOW, "reject": r.verdict == Verdict.REJECT},
-            score=r.score, label=r.verdict.value, rules=rules, detail=detail, error=r.error)
-        progress.advance(task)
-    return outcomes, {"init_seconds_in_process": round(init, 3), "rules_version": rules_version}
+        return Outcome(dt, {"non-allow": r.verdict != self.verdict.ALLOW, "reject": r.verdict == self.verdict.REJECT},
+                       score=r.score, label=r.verdict.value, rules=rules, detail=detail, error=r.error)
 
 
 # ----------------------------------------------------------------------------------------- GuardDog
@@ -256,49 +251,31 @@ def parse_guarddog(stdout: str) -> dict[str, Any]:
     return json.JSONDecoder().raw_decode(stdout[start:])[0]
 
 
-def run_guarddog(samples: list[Sample], exe: Path, env: dict[str, str], progress: Progress,
-                 startup: list[float]) -> dict[Path, Outcome]:
-    """Scan every sample; a no-op start-up is measured every 20 files (into ``startup``), so the
-    start-up figure sees the same machine noise as the scans."""
-    outcomes: dict[Path, Outcome] = {}
-    task = progress.add_task("GuardDog", total=len(samples))
-    with tempfile.TemporaryDirectory(prefix="bastion-gd-cwd-") as cwd:
-        for i, s in enumerate(samples):
-            if i % 20 == 10:
-                startup.extend(guarddog_startup_seconds(exe, env, runs=1))
-            cmd = [str(exe), "pypi", "scan", str(s.path), "--output-format=json"]
-            t = time.perf_counter()
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=GD_TIMEOUT)
-                dt = time.perf_counter() - t
-            except subprocess.TimeoutExpired:
-                dt = time.perf_counter() - t
-                outcomes[s.path] = Outcome(dt, dict.fromkeys(GD_THRESHOLDS, False), error=f"timeout after {GD_TIMEOUT} s")
-                progress.advance(task)
-                continue
-            try:
-                data = parse_guarddog(proc.stdout)
-            except ValueError:
-                outcomes[s.path] = Outcome(dt, dict.fromkeys(GD_THRESHOLDS, False),
-                                           error=f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}")
-                progress.advance(task)
-                continue
-            results = data.get("results") or {}
-            rules = sorted(k for k, v in results.items() if v)
-            issues = int(data.get("issues") or 0)
-            rs = data.get("risk_score") or {}
-            score = float(rs.get("score") or 0.0)
-            label = str(rs.get("label") or "")
-            errors = data.get("errors") or {}
-            outcomes[s.path] = Outcome(
-                dt,
-                {"any issue": issues > 0, "any risk": score > 0, "suspicious+": score >= 5.0,
-                 "high_risk": label == "high_risk"},
-                score=score, label=label, rules=rules,
-                detail=[{"issues": issues, "risks": len(data.get("risks") or [])}],
-                error=("; ".join(f"{k}: {str(v)[:120]}" for k, v in errors.items())[:300] or None) if errors else None)
-            progress.advance(task)
-    return outcomes
+def guarddog_scan(s: Sample, exe: Path, env: dict[str, str], cwd: str) -> Outcome:
+    cmd = [str(exe), "pypi", "scan", str(s.path), "--output-format=json"]
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=GD_TIMEOUT)
+        dt = time.perf_counter() - t
+    except subprocess.TimeoutExpired:
+        return Outcome(time.perf_counter() - t, dict.fromkeys(GD_THRESHOLDS, False), error=f"timeout after {GD_TIMEOUT} s")
+    try:
+        data = parse_guarddog(proc.stdout)
+    except ValueError:
+        return Outcome(dt, dict.fromkeys(GD_THRESHOLDS, False),
+                       error=f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    results = data.get("results") or {}
+    rules = sorted(k for k, v in results.items() if v)
+    issues = int(data.get("issues") or 0)
+    rs = data.get("risk_score") or {}
+    score = float(rs.get("score") or 0.0)
+    label = str(rs.get("label") or "")
+    errors = data.get("errors") or {}
+    return Outcome(
+        dt,
+        {"any issue": issues > 0, "any risk": score > 0, "suspicious+": score >= 5.0, "high_risk": label == "high_risk"},
+        score=score, label=label, rules=rules, detail=[{"issues": issues, "risks": len(data.get("risks") or [])}],
+        error=("; ".join(f"{k}: {str(v)[:120]}" for k, v in errors.items())[:300] or None) if errors else None)
 
 
 # ---------------------------------------------------------------------------------------- summaries
@@ -393,9 +370,10 @@ def print_report(report: dict[str, Any]) -> None:
     for line in report.get("ratios_text", []):
         out.print(line)
     for name, s in tools.items():
-        primary = s["thresholds"][next(iter(s["thresholds"]))]
-        out.print(f"[bold]{name}[/bold] benign projects flagged ({next(iter(s['thresholds']))}): "
-                  + (", ".join(primary["flagged_projects"]) or "none"))
+        for th, v in s["thresholds"].items():
+            names = v["flagged_projects"]
+            listed = ", ".join(names) if len(names) <= 40 else f"{', '.join(names[:40])}, ... ({len(names)} in all)"
+            out.print(f"[bold]{name}[/bold] benign projects flagged ({th}): {listed or 'none'}")
     if report.get("bastion_flagged_benign"):
         out.print("[bold]Bastion, flagged benign files:[/bold]")
         for f in report["bastion_flagged_benign"]:
@@ -403,6 +381,9 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("bastion_missed_malware"):
         out.print(f"[bold]Bastion, missed malicious files ({len(report['bastion_missed_malware'])}):[/bold] "
                   + ", ".join(f"{m['file']} [{m['cluster']}]" for m in report["bastion_missed_malware"]))
+    if report.get("bastion_slowest"):
+        out.print("[bold]Bastion, slowest files:[/bold] " + ", ".join(
+            f"{f['file']} ({f['size'] / 1e6:.1f} MB) {f['seconds']:.2f} s" for f in report["bastion_slowest"]))
     if report.get("names"):
         n = report["names"]
         out.print(f"Name check (bastion.scanning.names): {n.get('text', '')}")
@@ -491,49 +472,80 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("Bastion skipped: src/bastion/scanning/scanner.py does not exist yet")
         run_b = False
 
+    gd = None
+    if args.merge_guarddog:
+        old = json.loads(args.merge_guarddog.read_text())
+        if "GuardDog" in old.get("tools", {}):
+            report["tools"]["GuardDog"] = old["tools"]["GuardDog"]
+            for k, v in old.get("files", {}).items():
+                if k in per_file and "guarddog" in v:
+                    per_file[k]["guarddog"] = v["guarddog"]
+            notes.append(f"GuardDog figures taken from {args.merge_guarddog} ({old.get('date')}), not measured in this run")
+    elif not args.skip_guarddog:
+        exe = ensure_guarddog(args.guarddog_venv)
+        gd = (exe, guarddog_env(args.guarddog_venv))
+    bastion = None
+    b_startup: list[float] = []
+    if run_b:
+        b_startup = bastion_startup_seconds()
+        bastion = BastionRunner()
+    g_startup: list[float] = guarddog_startup_seconds(*gd, runs=3) if gd else []
+
+    # One file at a time; with both tools, each file is scanned by both in turn (alternating which
+    # goes first), so the shared machine's noise falls on both alike.
+    b_out: dict[Path, Outcome] = {}
+    g_out: dict[Path, Outcome] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as progress:
-        if run_b:
-            startup = bastion_startup_seconds()
-            b_out, b_meta = run_bastion(samples, progress)
-            b_sum = summarize("Bastion", b_out, mal, ben, ("non-allow", "reject"))
-            b_sum.update(b_meta, startup_seconds=statistics.median(startup), startup_runs=startup)
-            report["tools"]["Bastion"] = b_sum
-            for s in samples:
-                o = b_out[s.path]
-                per_file[str(s.path)]["bastion"] = {"seconds": round(o.seconds, 4), "verdict": o.label, "score": o.score,
-                                                    "rules": o.rules, "findings": o.detail, "error": o.error}
-            report["bastion_flagged_benign"] = [
-                {"file": s.path.name, "project": s.project, "verdict": b_out[s.path].label, "score": b_out[s.path].score,
-                 "rules": b_out[s.path].rules, "findings": b_out[s.path].detail}
-                for s in ben if b_out[s.path].flagged.get("non-allow")]
-            report["bastion_missed_malware"] = [
-                {"file": s.path.name, "cluster": s.cluster, "score": b_out[s.path].score, "rules": b_out[s.path].rules,
-                 "error": b_out[s.path].error}
-                for s in mal if not b_out[s.path].flagged.get("non-allow")]
-        if args.merge_guarddog:
-            old = json.loads(args.merge_guarddog.read_text())
-            if "GuardDog" in old.get("tools", {}):
-                report["tools"]["GuardDog"] = old["tools"]["GuardDog"]
-                for k, v in old.get("files", {}).items():
-                    if k in per_file and "guarddog" in v:
-                        per_file[k]["guarddog"] = v["guarddog"]
-                notes.append(f"GuardDog figures taken from {args.merge_guarddog} ({old.get('date')})")
-        elif not args.skip_guarddog:
-            exe = ensure_guarddog(args.guarddog_venv)
-            env = guarddog_env(args.guarddog_venv)
-            startup = guarddog_startup_seconds(exe, env, runs=3)
-            g_out = run_guarddog(samples, exe, env, progress, startup)
-            g_sum = summarize("GuardDog", g_out, mal, ben, GD_THRESHOLDS, statistics.median(startup))
-            g_sum.update(version=GUARDDOG_VERSION, startup_runs=startup)
-            rule_counts = Counter(r for s in ben for r in g_out[s.path].rules)
-            g_sum["benign_rule_counts"] = dict(rule_counts.most_common())
-            report["tools"]["GuardDog"] = g_sum
-            for s in samples:
-                o = g_out[s.path]
-                per_file[str(s.path)]["guarddog"] = {"seconds": round(o.seconds, 3), "score": o.score, "label": o.label,
-                                                     "rules": o.rules, "issues": o.detail[0]["issues"] if o.detail else None,
-                                                     "error": o.error}
+                  console=err, transient=False) as progress, \
+            tempfile.TemporaryDirectory(prefix="bastion-gd-cwd-") as cwd:
+        task = progress.add_task(" + ".join(n for n, on in (("Bastion", bastion), ("GuardDog", gd)) if on) or "nothing",
+                                 total=len(samples))
+        for i, s in enumerate(samples):
+            steps = []
+            if bastion:
+                steps.append(lambda s=s: b_out.__setitem__(s.path, bastion.scan(s)))
+            if gd:
+                steps.append(lambda s=s: g_out.__setitem__(s.path, guarddog_scan(s, *gd, cwd)))
+                if i % 20 == 10:  # no-op start-up, measured among the scans (same noise)
+                    g_startup.extend(guarddog_startup_seconds(*gd, runs=1))
+            for step in (steps if i % 2 == 0 else steps[::-1]):
+                step()
+            progress.advance(task)
+
+    if bastion:
+        b_sum = summarize("Bastion", b_out, mal, ben, ("non-allow", "reject"))
+        b_sum.update(init_seconds_in_process=round(bastion.init_seconds, 3), rules_version=bastion.rules_version,
+                     startup_seconds=statistics.median(b_startup), startup_runs=b_startup)
+        report["tools"]["Bastion"] = b_sum
+        for s in samples:
+            o = b_out[s.path]
+            per_file[str(s.path)]["bastion"] = {"seconds": round(o.seconds, 4), "verdict": o.label, "score": o.score,
+                                                "rules": o.rules, "findings": o.detail, "error": o.error}
+        report["bastion_flagged_benign"] = [
+            {"file": s.path.name, "project": s.project, "verdict": b_out[s.path].label, "score": b_out[s.path].score,
+             "rules": b_out[s.path].rules, "findings": b_out[s.path].detail}
+            for s in ben if b_out[s.path].flagged.get("non-allow")]
+        report["bastion_slowest"] = [
+            {"file": s.path.name, "label": s.label, "size": s.size, "seconds": round(b_out[s.path].seconds, 3)}
+            for s in sorted(samples, key=lambda s: -b_out[s.path].seconds)[:10]]
+        report["bastion_missed_malware"] = [
+            {"file": s.path.name, "cluster": s.cluster, "score": b_out[s.path].score, "rules": b_out[s.path].rules,
+             "error": b_out[s.path].error}
+            for s in mal if not b_out[s.path].flagged.get("non-allow")]
+    if gd:
+        g_sum = summarize("GuardDog", g_out, mal, ben, GD_THRESHOLDS, statistics.median(g_startup))
+        g_sum.update(version=GUARDDOG_VERSION, startup_runs=g_startup)
+        g_sum["benign_rule_counts"] = dict(Counter(r for s in ben for r in g_out[s.path].rules).most_common())
+        report["tools"]["GuardDog"] = g_sum
+        for s in samples:
+            o = g_out[s.path]
+            per_file[str(s.path)]["guarddog"] = {"seconds": round(o.seconds, 3), "score": o.score, "label": o.label,
+                                                 "rules": o.rules, "issues": o.detail[0]["issues"] if o.detail else None,
+                                                 "error": o.error}
+        report["guarddog_flagged_benign"] = {
+            th: [{"file": s.path.name, "project": s.project, "score": g_out[s.path].score, "label": g_out[s.path].label,
+                  "rules": g_out[s.path].rules} for s in ben if g_out[s.path].flagged.get(th)]
+            for th in ("any risk", "suspicious+", "high_risk")}
 
     ratios: list[str] = []
     b, g = report["tools"].get("Bastion"), report["tools"].get("GuardDog")
