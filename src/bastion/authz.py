@@ -51,7 +51,8 @@ PROJECT_PERMISSIONS = frozenset(
 OWNER_ONLY = frozenset({Permission.YANK, Permission.MANAGE_ROLES, Permission.MANAGE_PROJECT,
                         Permission.VIEW_PROJECT_HISTORY})
 # Reading is never held back by the 2FA mandate: only acting is.
-MFA_EXEMPT = frozenset({Permission.READ, Permission.VIEW_ROLES, Permission.VIEW_PROJECT_HISTORY})
+MFA_EXEMPT = frozenset({Permission.READ, Permission.VIEW_ROLES, Permission.VIEW_PROJECT_HISTORY,
+                        Permission.REPORT_MALWARE})
 
 HOW_TO_ENABLE_2FA = (
     "enable two-factor authentication (an authenticator app or a security key) on your account "
@@ -160,12 +161,12 @@ def _decide_by_role(principal: Principal, permission: Permission, *, project: st
             f"user '{principal.username}' is not allowed to upload to project '{project}': "
             "ask an owner to add you as a maintainer",
         )
-    if permission is Permission.REPORT_MALWARE:
-        return ALLOW  # anyone signed in; the principal is known (not None) here
     if principal.token_projects is not None:
         return Decision(
             False, "a project-scoped API token cannot manage accounts; use a token without --project"
         )
+    if permission is Permission.REPORT_MALWARE:
+        return ALLOW  # anyone signed in; the principal is known (not None) here
     if permission is Permission.MANAGE_TOKENS:
         if principal.is_admin or (target_user_id is not None and target_user_id == principal.user_id):
             return ALLOW

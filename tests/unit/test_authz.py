@@ -264,6 +264,8 @@ ACCOUNT_RULES: dict[Permission, str] = {
     Permission.SET_ADMIN: "admin",
     Permission.SET_POLICY: "admin",
     Permission.VIEW_ALL_EVENTS: "admin",
+    Permission.REVIEW_MALWARE: "admin",
+    Permission.REPORT_MALWARE: "anyone",
 }
 
 
@@ -290,6 +292,8 @@ def _expected(permission: Permission, who: str, role: str | None, scope: frozens
     if scope is not None:
         return False
     if who in ("admin", "operator"):
+        return True
+    if ACCOUNT_RULES[permission] == "anyone":
         return True
     return ACCOUNT_RULES[permission] == "self or admin" and target == USER_ID
 
@@ -342,7 +346,7 @@ def test_admin_token_scope_names_the_allowed_projects() -> None:
 # role (admins included), reading stays allowed, and the reason says how to enable 2FA.
 # --------------------------------------------------------------------------------------------
 
-MFA_EXEMPT = {Permission.READ, Permission.VIEW_ROLES, Permission.VIEW_PROJECT_HISTORY}
+MFA_EXEMPT = {Permission.READ, Permission.VIEW_ROLES, Permission.VIEW_PROJECT_HISTORY, Permission.REPORT_MALWARE}
 
 
 @pytest.mark.parametrize("who", WHO)

@@ -90,6 +90,16 @@ def banned_names(session: Session) -> frozenset[str]:
 def check_new_name(bastion: Bastion, session: Session, name: str) -> Resemblance | None:
     """For a name nobody registered yet: refuse a typosquat under the ``block`` policy (400 naming
     the project it resembles); under ``review``, return the resemblance for the caller to flag."""
+    from bastion.packaging.names import is_valid_name
+    from bastion.packaging.service import new_project_refusal
+
+    if not is_valid_name(name):
+        return None  # the metadata check refuses it with packaging's own message
+    # The plain rules first (stdlib, reserved, banned, confusable with an existing project): their
+    # message is the more exact one; the transaction that creates the project checks them again.
+    refusal = new_project_refusal(session, name, frozenset(bastion.settings.prohibited_names) | banned_names(session))
+    if refusal:
+        raise UploadRejected(refusal)
     if bastion.settings.scan == "off":
         return None
     resemblance = bastion.name_guard.check(session, name)
