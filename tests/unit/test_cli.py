@@ -166,6 +166,15 @@ def test_refusals_leave_nothing_changed(data_dir: Path, database_url: str, backe
                                        "no user named 'nobody'"),
             "yank, unknown project": (("project", "yank", "nope", "1.0", "--reason", "x"), None, 1,
                                       "no project named 'nope'"),
+            "review, unknown case": (("review", "release", "999"), None, 1, "no review case #999"),
+            "review show, unknown case": (("review", "show", "999"), None, 1, "no review case #999"),
+            "review trust, unknown user": (("review", "trust", "nobody"), None, 1, "no user named 'nobody'"),
+            "review quarantine, unknown project": (("review", "quarantine", "nope", "--reason", "x"), None, 1,
+                                                   "no project named 'nope'"),
+            "names ban, invalid name": (("names", "ban", "bad name!"), None, 1,
+                                        "'bad name!' is not a valid project name"),
+            "names clear, no rule": (("names", "clear", "nothing-here"), None, 1,
+                                     "no rule for the name 'nothing-here'"),
         }
         if backend == "sqlite":  # refusals that do not depend on the database: one backend is enough
             refusals.update(SQLITE_ONLY_REFUSALS)

@@ -238,6 +238,7 @@ def names_check(names: tuple[str, ...], data_dir: str | None) -> None:
                 if refusal or resemblance:
                     refused += 1
                     out.print(f"{escape(name)}: {escape(refusal or resemblance.message(name))}",  # type: ignore[union-attr]
+                              soft_wrap=True,
                               highlight=False)
                 else:
                     out.print(f"{escape(name)}: ok", highlight=False)
