@@ -111,3 +111,36 @@ def upload_form(path: Path, name: str, version: str, **overrides: str) -> dict[s
     }
     form.update(overrides)
     return {k: v for k, v in form.items() if v is not None}
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip archive in memory (for nested archives and zip-format sdists)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return buffer.getvalue()
+
+
+def tar_gz_bytes(members: dict[str, bytes]) -> bytes:
+    """A gzip-compressed tar archive in memory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def make_zip_sdist(directory: Path, name: str, version: str, *, files: dict[str, bytes] | None = None,
+                   filename: str | None = None, metadata: str | None = None) -> Path:
+    """An sdist in zip format (``<top>/PKG-INFO`` plus ``files`` under ``<top>/``); ``filename`` may lie
+    about the format (e.g. ``.tar.gz``)."""
+    top = sdist_filename(name, version)[: -len(".tar.gz")]
+    members = {f"{top}/PKG-INFO": (metadata if metadata is not None else metadata_text(name, version)).encode()}
+    members.update({f"{top}/{k}": v for k, v in (files or {}).items()})
+    path = directory / (filename or f"{top}.zip")
+    path.write_bytes(zip_bytes(members))
+    return path

@@ -492,12 +492,14 @@ def _register_commands() -> None:
     from bastion.tuf.client.cli import download, verify_proxy
 
     from bastion.scanning.admin_cli import names_group, review_group
+    from bastion.scanning.cli import scan_command
 
     main.add_command(tuf)
     main.add_command(review_group)
     main.add_command(names_group)
     main.add_command(verify_proxy)
     main.add_command(download)
+    main.add_command(scan_command)
 
 
 _register_commands()

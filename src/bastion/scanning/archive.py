@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from bastion.packaging.archives import ArchiveLimits, bad_member_path, check_bomb, check_zip_layout
 from bastion.packaging.errors import UploadRejected
@@ -29,7 +29,7 @@ CODE_SUFFIXES = (".py", ".pyw", ".pth", ".pyi", ".sh", ".bat", ".cmd", ".ps1", "
 """Members read in full (up to ``ScanLimits.max_code_bytes``)."""
 METADATA_NAMES = ("PKG-INFO", "METADATA")
 ARCHIVE_SUFFIXES = (".zip", ".whl", ".egg", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
-HEAD_BYTES = 64
+HEAD_BYTES = 256
 
 
 class ArchiveError(Exception):
@@ -174,7 +174,7 @@ def _open_stream(source: Path | bytes, kind: str) -> IO[bytes]:
     raw: IO[bytes] = open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)
     if kind == "gzip":
         import gzip
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if kind == "bzip2":
         return bz2.BZ2File(raw, "rb")
     if kind == "xz":
@@ -217,8 +217,12 @@ def _read_tar(source: Path | bytes, kind: str, filename: str, size: int, limits:
         try:
             archive = tarfile.open(fileobj=io.BufferedReader(bounded, 1024 * 1024), mode="r|")
         except tarfile.ReadError as exc:
+            text = str(exc)
+            if kind != "tar" and any(word in text.lower() for word in ("zlib", "gzip", "crc", "compressed", "lzma",
+                                                                        "bz2", "invalid data stream")):
+                raise ArchiveError(f"corrupt {kind} stream ({text})") from None
             inner = "" if kind == "tar" else f" inside the {kind} stream"
-            raise ArchiveError(f"not a tar archive{inner} ({exc})") from None
+            raise ArchiveError(f"not a tar archive{inner} ({text})") from None
         with archive:
             for info in archive:
                 count += 1

@@ -203,7 +203,15 @@ def _fallback_facts(source: str) -> Facts:
     return facts
 
 
+_EXECUTABLE_NAME = re.compile(r"\.(?:exe|scr|bat|cmd|vbs|ps1|msi|pyw?|sh|dll|so|elf|bin)\b|\bexe\b", re.IGNORECASE)
 _EXECUTABLE_SUFFIXES = (".exe", ".scr", ".bat", ".cmd", ".ps1", ".vbs", ".dll", ".sh", ".py", ".pyw", ".msi", ".jar")
+
+
+def _mentions(run: Event, path: str) -> bool:
+    """The run's command mentions the written file (its variable name or path)."""
+    if not path or len(path) < 2:
+        return False
+    return re.search(r"(?<![\w.])" + re.escape(path) + r"(?![\w])", run.excerpt + " " + run.text) is not None
 
 
 def _first(events: list[Event]) -> Event:
@@ -249,13 +257,20 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
             f"Downloads data and runs it ({e.name}) {where}.", 9.0 if in_install(e) else 8.0, "payload")
     else:
         dropped = [w for w in by_kind.get("write", []) if "network" in w.origins]
-        if dropped and runs:
-            e = _first(dropped)
+        executable = [w for w in dropped if _EXECUTABLE_NAME.search(w.text)]
+        same_scope = [w for w in dropped if any(r.scope == w.scope and (
+            r.kind != "process" or "startfile" in r.name or _mentions(r, w.text.split(" ")[0])) for r in runs)]
+        if executable and runs or same_scope or (dropped and install and runs):
+            e = _first(executable or same_scope or dropped)
             add("code.download-exec", e, e.excerpt,
-                f"Writes downloaded data to a file and runs a program or code {where}.",
-                9.0 if in_install(e) else 8.0, "payload")
-        elif dropped and any(w.text.lower().endswith(_EXECUTABLE_SUFFIXES) for w in dropped):
+                f"Writes downloaded data to a file and runs it {where}.", 9.0 if in_install(e) else 8.0, "payload")
+        elif dropped and any(r.scope == w.scope for r in runs for w in dropped):
             e = _first(dropped)
+            add("code.download-run", e, e.excerpt,
+                f"Downloads a file and starts a program in the same function {where} (a build step or a dropper).",
+                5.0 if in_install(e) else 3.0, "payload")
+        elif executable:
+            e = _first(executable)
             add("code.download-executable", e, e.excerpt, "Downloads an executable file.",
                 7.0 if in_install(e) else 4.0, "payload")
     decoded_drops = [w for w in by_kind.get("write", []) if w.origins & {"decoded", "obfuscated"}

@@ -15,6 +15,7 @@ import ast
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 from bastion.scanning.fold import NOTHING, TRICKS, Folder
 
@@ -168,15 +169,17 @@ class _Module:
                 if field_name == "ctx":
                     continue
                 value = getattr(node, field_name, None)
+                children: list[Any]
                 if type(value) is list_type:
                     children = value
                 elif isinstance(value, ast_type):
                     children = [value]
                 else:
                     continue
-                for child in children:
-                    if not isinstance(child, ast_type):
+                for item in children:
+                    if not isinstance(item, ast_type):
                         continue
+                    child: Any = item
                     kind = type(child)
                     child_scope = scope
                     if kind is name_type:
@@ -302,7 +305,7 @@ class _Module:
             bound = self._lookup(node.id, node)
             if bound is not None and depth < 4:
                 if isinstance(bound, ast.Call):
-                    return self.resolve(bound.func, depth + 1) + "()"
+                    return self.resolve(bound, depth + 1)
                 if isinstance(bound, (ast.Name, ast.Attribute)):
                     return self.resolve(bound, depth + 1)
             return node.id
@@ -439,11 +442,17 @@ class _Module:
         bare = name[:-2] if name.endswith("()") else name
         # getattr(__builtins__, <computed>) and friends
         if name in DANGEROUS_BUILTINS:
-            if isinstance(func, ast.Call) and self.resolve(func.func) == "getattr" and len(func.args) >= 2:
-                base = self.resolve(func.args[0])
-                if base in ("__builtins__", "builtins", "__builtin__") or base.endswith("__dict__"):
-                    self.add("getattr-builtins", call, name, scope, self.origins(func.args[1]))
-            if isinstance(func, ast.Subscript):
+            target: ast.expr = func
+            if isinstance(func, ast.Name):
+                bound = self._lookup(func.id, func)
+                if isinstance(bound, (ast.Call, ast.Subscript)):
+                    target = bound
+            if isinstance(target, ast.Call) and self.resolve(target.func) == "getattr" and len(target.args) >= 2:
+                base = self.resolve(target.args[0])
+                if (base in ("__builtins__", "builtins", "__builtin__") or base.endswith("__dict__")) and \
+                        not isinstance(target.args[1], ast.Constant):
+                    self.add("getattr-builtins", call, name, scope, self.origins(target.args[1]))
+            elif isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Constant):
                 self.add("getattr-builtins", call, name, scope)
         if name in EXEC_FUNCS or bare in EXEC_FUNCS:
             arg = call.args[0] if call.args else None
@@ -531,20 +540,43 @@ class _Module:
                 arg_origins |= {f"dest-{o}" for o in self.origins(dest) & {"decoded", "obfuscated"}}
             self.add(kind, call, name, scope, arg_origins, text)
             if bare.endswith(("urlretrieve", "wget.download")) and len(call.args) >= 2:
-                self.add("write", call, name, scope, frozenset({"network"}), self.folder.fold_str(call.args[1]) or "")
+                self.add("write", call, name, scope, frozenset({"network"}), self._path_text(call.args[1]))
             return
         if isinstance(func, ast.Attribute) and func.attr in WRITE_METHODS:
             text = self.folder.fold_str(call.args[0]) if call.args else None
-            self.add("write", call, name, scope, all_origins(), text or "")
+            path = ""
+            receiver = func.value
+            if isinstance(receiver, ast.Name):
+                bound = self._lookup(receiver.id, receiver)
+                if isinstance(bound, ast.Call) and self.resolve(bound.func) in ("open", "io.open") and bound.args:
+                    path = self._path_text(bound.args[0])
+            elif isinstance(receiver, ast.Call) and self.resolve(receiver.func) in ("open", "io.open") and receiver.args:
+                path = self._path_text(receiver.args[0])
+            self.add("write", call, name, scope, all_origins(), path)
             if text and looks_like_python(text):
                 self._payload(text, call)
             return
         if bare == "open" and len(call.args) >= 2:
             mode = self.folder.fold_str(call.args[1]) or ""
             if any(c in mode for c in "wa"):
-                self.add("write", call, name, scope, text=self.folder.fold_str(call.args[0]) or "")
+                self.add("write", call, name, scope, text=self._path_text(call.args[0]))
         elif bare in ("shutil.copy", "shutil.copyfile", "shutil.copy2", "shutil.move"):
             self.add("write", call, name, scope, text=self._arg_text(call))
+
+    def _path_text(self, node: ast.expr) -> str:
+        """A written file's path: folded when constant, else its source text (``exe_path``, ``tmp + '.exe'``)."""
+        folded = self.folder.fold_str(node)
+        if folded is not None:
+            return folded[:300]
+        try:
+            text = ast.unparse(node)
+            if isinstance(node, ast.Name):
+                bound = self._lookup(node.id, node)
+                if bound is not None:
+                    text += " " + ast.unparse(bound)
+            return text[:300]
+        except (ValueError, RecursionError):
+            return ""
 
     def _codec_arg(self, call: ast.Call) -> bool:
         codec = self.folder.fold_str(call.args[0]) if call.args else None

@@ -43,7 +43,7 @@ _PREFILTER_FAMILIES: dict[str, list[str]] = {
     "exec": [r"/[^.\w]exec\s?\(/", r"/[^.\w]eval\(/", r'"execfile("', r'"__import__("', r'"getattr(__builtins__"',
              r'"marshal.loads"', r'"__builtins__"', r'"import_module("'],
     "decode": [r'"b64decode"', r'"b32decode"', r'"b85decode"', r'"a85decode"', r'"decompress("', r'"fromhex("',
-               r'"unhexlify"', r'"chr("', r'"[::-1]"', r'"rot13"', r'"rot_13"', r'".decrypt("',
+               r'"unhexlify"', r'"chr("', r'"map(chr"', r'"chr ("', r'"[::-1]"', r'"rot13"', r'"rot_13"', r'".decrypt("',
                r'"decodebytes"'],
     "process": [r'"subprocess"', r'"os.system"', r'"popen"', r'"startfile"', r'"os.spawn"', r'"os.exec"',
                 r'"pty.spawn"', r'"ShellExecute"', r'"create_subprocess"'],
@@ -57,7 +57,9 @@ _PREFILTER_FAMILIES: dict[str, list[str]] = {
                 r'"systemd"', r'"schtasks"'],
     "clip": [r'"pyperclip"', r'"clipboard"', r'"OpenClipboard"'],
     "regex": [r'"re.match("', r'"re.search("', r'"re.fullmatch("', r'"re.findall("', r'"re.compile("'],
-    "strong": [r'"powershell" nocase', r'"xmrig" nocase', r'"stratum+"',
+    "strong": [r'"getattr(builtins"', r'"getattr(__builtins__"', r'"__builtins__.__dict__"', r"/\xEF[\xBC\xBD][\x80-\xBF]/", r"/\xF0\x9D[\x90-\x9F]/",
+               r"/[a-zA-Z][\xD0\xD1\xCE\xCF][\x80-\xBF]|[\xD0\xD1\xCE\xCF][\x80-\xBF][a-zA-Z]/",
+               r'"powershell" nocase', r'"xmrig" nocase', r'"stratum+"',
                r'"dup2"', r'"VirtualAlloc"', r'"wallet" nocase', r'"CryptUnprotectData"', r'"/dev/tcp"'],
 }
 
@@ -170,7 +172,8 @@ class Scanner:
         for member in contents.members:
             base = posixpath.basename(member.name)
             depth_ok = "!" not in member.name or True
-            findings.extend(self._yara(member, contents.wheel))
+            if base not in ("PKG-INFO", "METADATA"):
+                findings.extend(self._yara(member, contents.wheel))
             if not depth_ok:
                 continue
             if base.endswith(".pth"):
@@ -183,7 +186,7 @@ class Scanner:
             if not install:
                 if len(member.data) > MAX_AST_BYTES or budget <= 0 or _dormant(member.name):
                     continue
-                families = {m.rule for m in self._prefilter.match(data=member.data)}
+                families = {m.rule for m in self._prefilter.match(data=b"\n" + member.data)}
                 if not _worth_parsing(families):
                     continue
             budget -= len(member.data)
@@ -193,7 +196,7 @@ class Scanner:
 
     def _install_paths(self, contents: Contents) -> set[str]:
         """setup.py at the top of an sdist and the modules of an in-tree build backend."""
-        paths = set()
+        paths: set[str] = set()
         if contents.wheel:
             return paths
         for member in contents.members:
@@ -226,7 +229,7 @@ class Scanner:
 
 DORMANT_DIRS = frozenset({"test", "tests", "testing", "example", "examples", "doc", "docs", "benchmark", "benchmarks",
                           "bench", "scripts", "tools", "ci", ".github", ".gitlab", ".evergreen", ".spin",
-                          "manual tests", "fixtures", "sample", "samples", "demo", "demos", "tutorials"})
+                          "manual tests", "fixtures", "tutorials"})
 
 
 def _dormant(member: str) -> bool:

@@ -6,7 +6,7 @@ rule embedded_pe
         category = "binary"
         only = "sdist"
     condition:
-        uint16(0) == 0x5A4D and filesize > 64 and uint32(0x3C) < 0x1000
+        uint16(0) == 0x5A4D and filesize >= 64 and uint32(0x3C) < 0x1000
 }
 
 rule embedded_elf

@@ -19,22 +19,24 @@ rule powershell_download_cradle
     strings:
         $ps = "powershell" nocase
         $d1 = /(DownloadString|DownloadFile|DownloadData)\(\s*['"]?https?:\/\// nocase
-        $d2 = /(Invoke-WebRequest|Invoke-RestMethod|iwr|irm)\s+(-Uri\s+)?['"]?https?:\/\/[^\s'"|]+['"]?[^|\n]{0,40}\|\s*(iex|Invoke-Expression)/ nocase
+        $x = /\b(iex|Invoke-Expression|Start-Process)\b/ nocase
         $d3 = /(iex|Invoke-Expression)\s*\(?\s*\(?\s*New-Object\s+(System\.)?Net\.WebClient\)?\.Download/ nocase
     condition:
-        $ps and any of ($d*)
+        $ps and ($d3 or ($d1 and $x))
 }
 
 rule defender_exclusion
 {
     meta:
-        why = "Adds a Microsoft Defender exclusion: malware hiding its files from antivirus."
+        why = "Turns off or excludes files from Microsoft Defender or the firewall: malware disabling protection."
         severity = "8.0"
         category = "persistence"
     strings:
         $a = "Add-MpPreference" nocase
+        $a2 = "Set-MpPreference" nocase
         $b = "ExclusionPath" nocase
         $c = "DisableRealtimeMonitoring" nocase
+        $fw = /netsh\s+advfirewall\s+set\s+\w+\s+state\s+off/ nocase
     condition:
-        $a and ($b or $c)
+        (($a or $a2) and ($b or $c)) or $fw
 }
