@@ -28,7 +28,7 @@ STEALER = {
     "wallet": re.compile(r"wallet\.dat|Exodus[\\/]+exodus\.wallet|Electrum[\\/]+wallets|atomic[\\/]+Local Storage"
                          r"|nkbihfbeogaeaoehlefnkodbefgpgknn|Ethereum[\\/]+keystore|Coinomi|Guarda[\\/]", _I),
     "telegram": re.compile(r"Telegram Desktop[\\/]+tdata|Telegram[^\n]{0,80}[\\/]tdata\b", _I),
-    "keys": re.compile(r"\.ssh[\\/]+id_(?:rsa|dsa|ecdsa|ed25519)\b|\.aws[\\/]+credentials|\.git-credentials"
+    "keys": re.compile(r"\.ssh[\\/]+id_(?:rsa|dsa|ecdsa|ed25519)\b|['\"]\.ssh['\"]\s*,\s*['\"]id_(?:rsa|dsa|ecdsa|ed25519)|\.aws[\\/]+credentials|\.git-credentials"
                        r"|\.pypirc|\.npmrc|/etc/shadow|\.docker[\\/]+config\.json|\.kube[\\/]+config"
                        r"|FileZilla[\\/]+recentservers|Steam[\\/]+config|\.config[\\/]+gcloud", _I),
 }
@@ -46,7 +46,8 @@ PERSISTENCE = re.compile(
     r"Start Menu[\\/]+Programs[\\/]+Startup|CurrentVersion[\\/]+Run(?:Once)?\b|CurrentVersion\\\\Run\b|crontab\s+-"
     r"|/etc/cron\.d/|/etc/systemd/system/[^\s'\"]*\.service|\.config/systemd/user/|Library/LaunchAgents"
     r"|Library/LaunchDaemons|schtasks(?:\.exe)?\s+/create|\breg(?:\.exe)?\s+add\b[^\n]*\\Run|/etc/rc\.local"
-    r"|Windows[\\/]+Start Menu", _I)
+    r"|Windows[\\/]+Start Menu|Start Menu['\"]\s*,\s*['\"]Programs['\"]\s*,\s*['\"]Startup", _I)
+AUTOSTART_PATH = re.compile(r"startup|autostart|launchagents|launchdaemons|\\run\b|cron|systemd", _I)
 SHELL_RC = re.compile(r"\.bashrc|\.bash_profile|\.zshrc|\.profile\b", _I)
 SHELL_DOWNLOAD = re.compile(
     r"(?:curl|wget)\b[^\n|;]*https?://[^\n]*(?:\|\s*(?:ba|z)?sh\b|;\s*chmod|&&\s*chmod)|base64\s+(?:-d|--decode)[\s|]+(?:ba|z)?sh"
@@ -205,6 +206,15 @@ def _fallback_facts(source: str) -> Facts:
 
 _EXECUTABLE_NAME = re.compile(r"\.(?:exe|scr|bat|cmd|vbs|ps1|msi|pyw?|sh|dll|so|elf|bin)\b|\bexe\b", re.IGNORECASE)
 _EXECUTABLE_SUFFIXES = (".exe", ".scr", ".bat", ".cmd", ".ps1", ".vbs", ".dll", ".sh", ".py", ".pyw", ".msi", ".jar")
+
+
+_INTERPRETER = re.compile(r"^\s*(?:\S*[\\/])?(?:python[0-9.]*w?|py|sh|bash|cmd|powershell|pwsh|node|perl|ruby|start)"
+                          r"(?:\.exe)?(?:\s|$)|\.(?:py|exe|sh|bat|ps1|vbs)\b", re.IGNORECASE)
+_PIP_INSTALL = re.compile(r"\bpip[0-9.]*(?:\.exe)?\s+install\b|-m\s+pip\s+install\b", re.IGNORECASE)
+
+
+def looks_like_code(write: Event) -> bool:
+    return write.text.lower().rstrip("'\" )").endswith((".py", ".pyw", ".exe", ".bat", ".vbs", ".ps1", ".sh", ".lnk"))
 
 
 def _mentions(run: Event, path: str) -> bool:
@@ -368,10 +378,16 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
     persist = texts.search(PERSISTENCE)
     writes = by_kind.get("write", []) + by_kind.get("process", []) + by_kind.get("registry-write", [])
     if persist:
-        severity = (8.0 if install else 3.0) if writes else 1.0
+        severity = (8.0 if install else 6.5 if by_kind.get("registry-write") else 3.0) if writes else 1.0
         add("code.persistence", persist[0], persist[1],
             "Touches an autostart location (startup folder, Run key, cron, systemd, LaunchAgents).",
             severity, "persistence")
+    autostart_writes = [w for w in by_kind.get("write", []) if AUTOSTART_PATH.search(w.text)
+                        and (persist or w.origins & {"decoded", "obfuscated", "network"} or looks_like_code(w))]
+    if autostart_writes:
+        e = autostart_writes[0]
+        add("code.autostart-write", e, e.excerpt, f"Writes a file into an autostart location {where}.",
+            8.0 if in_install(e) else 7.0, "persistence")
     shell_rc = texts.search(SHELL_RC) if install else None
     if shell_rc and writes:
         add("install.shell-rc", shell_rc[0], shell_rc[1], "Changes a shell start-up file at install time.", 6.0,
@@ -447,6 +463,18 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
             e = by_kind["exec"][0]
             if not e.origins <= {"file", "const"}:
                 add("install.exec", e, e.excerpt, "Executes dynamic code at install time.", 1.0, "execution")
+        fetches = [e for e in sinks if in_install(e)]
+        interpreters = [e for e in procs if _INTERPRETER.search(e.text or e.excerpt)]
+        paired = [r for r in interpreters if any(f.scope == r.scope for f in fetches)]
+        if paired:
+            add("install.fetch-and-run", paired[0], paired[0].excerpt,
+                "Fetches something and starts an interpreter or program in the same install-time function.", 6.0,
+                "payload")
+        pips = [e for e in procs if _PIP_INSTALL.search(e.text or e.excerpt)]
+        if pips:
+            add("install.pip-install", pips[0], pips[0].excerpt,
+                "Installs other packages with pip from inside the install, behind the resolver's back.", 2.0,
+                "install-hook")
         if facts.install_scopes:
             add("install.hook", None, "custom setuptools command class",
                 "A custom install/build command runs code at install time (normal on its own).", 0.5,

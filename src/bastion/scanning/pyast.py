@@ -14,17 +14,24 @@ from __future__ import annotations
 import ast
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.scanning.fold import NOTHING, TRICKS, Folder
 
 MAX_PAYLOAD_DEPTH = 3
+SCANNED_FILENAME = "<bastion-scan>"
+# Compiler warnings about the scanned code (invalid escapes, ...) are the scanned code's business; a
+# filter keyed on the file name is set once, instead of a per-call catch_warnings (not thread-safe).
+for _category in (SyntaxWarning, DeprecationWarning):
+    warnings.filterwarnings("ignore", category=_category, module=re.escape(SCANNED_FILENAME))
 
 EXEC_FUNCS = frozenset({
     "exec", "eval", "compile", "execfile", "builtins.exec", "builtins.eval", "builtins.compile",
     "__builtin__.exec", "__builtin__.eval", "types.FunctionType", "runpy.run_path", "runpy.run_module",
 })
+DESERIALIZE_FUNCS = frozenset({"pickle.loads", "_pickle.loads", "dill.loads", "cloudpickle.loads", "marshal.loads"})
 DECODE_FUNCS = frozenset({
     "base64.b64decode", "base64.b32decode", "base64.b16decode", "base64.b85decode", "base64.a85decode",
     "base64.urlsafe_b64decode", "base64.decodebytes", "base64.decodestring", "base64.standard_b64decode",
@@ -45,7 +52,7 @@ DOWNLOAD_FUNCS = frozenset({
     "urllib.request.urlopen", "urllib.request.urlretrieve", "urllib.urlopen", "urllib.urlretrieve",
     "urllib2.urlopen", "requests.get", "requests.request", "requests.Session().get", "httpx.get", "httpx.request",
     "httpx.Client().get", "wget.download", "urllib.request.Request", "urllib2.Request", "urllib3.PoolManager().request",
-    "urllib3.request", "aiohttp.ClientSession().get",
+    "urllib3.request", "aiohttp.ClientSession().get", "git.Repo.clone_from", "git.Git().clone", "pip._internal.main",
 })
 SEND_FUNCS = frozenset({
     "requests.post", "requests.put", "requests.patch", "requests.Session().post", "httpx.post", "httpx.put",
@@ -103,6 +110,9 @@ class Facts:
     """Scopes that setuptools runs (``run`` of a command class, functions the module calls)."""
 
 
+_NETWORK_COMMAND = re.compile(r"\s*(?:\S*[\\/])?(?:curl|wget|git\s+clone|Invoke-WebRequest|iwr|bitsadmin|certutil)\b",
+                              re.IGNORECASE)
+_SEND_COMMAND = re.compile(r"\s(?:-d|--data\S*|-F|--form|-T|--upload-file|--post-\w+)\b|\?\w+=\{?", re.IGNORECASE)
 _PYTHON_C = re.compile(r"""python[0-9.]*(?:\.exe)?\s+-c\s+(['"]?)(.+)\1""", re.S)
 _CODE_HINT = re.compile(r"(?m)^\s*(import |from \S+ import |def |class )|exec\(|eval\(|__import__\(|os\.system|subprocess")
 
@@ -114,12 +124,12 @@ def looks_like_python(text: str) -> bool:
 def parse(source: str) -> tuple[ast.Module | None, str | None]:
     """Parse; retry with tabs expanded (Python 3 refuses mixed tabs that Python 2 took)."""
     try:
-        return ast.parse(source), None
+        return ast.parse(source, filename=SCANNED_FILENAME), None
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         first = f"{type(exc).__name__}: {exc}"
     if "\t" in source:
         try:
-            return ast.parse(source.expandtabs(8)), None
+            return ast.parse(source.expandtabs(8), filename=SCANNED_FILENAME), None
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             pass
     return None, first[:200]
@@ -369,6 +379,9 @@ class _Module:
                             found |= self.origins(ret, depth + 1)
                 elif isinstance(sub, ast.Name) and sub is not node or isinstance(node, ast.Name) and sub is node:
                     assert isinstance(sub, ast.Name)
+                    if sub.id in ("chr", "ord") and sub.id not in self.aliases:
+                        found.add("obfuscated")
+                        continue
                     scope = self.scope_of.get(id(sub), 0)
                     if scope in self.params and sub.id in self.params[scope] and \
                             self.bindings.get((scope, sub.id)) is None:
@@ -427,6 +440,10 @@ class _Module:
     def _arg_text(self, call: ast.Call) -> str:
         parts = []
         for arg in call.args[:3]:
+            if isinstance(arg, (ast.List, ast.Tuple)):
+                items = [self.folder.fold_str(e) for e in arg.elts[:20]]
+                parts.append(" ".join(item if item is not None else "?" for item in items))
+                continue
             value = self.folder.fold(arg)
             if isinstance(value, list):
                 value = " ".join(str(v) for v in value if isinstance(v, (str, int)))
@@ -454,9 +471,17 @@ class _Module:
                     self.add("getattr-builtins", call, name, scope, self.origins(target.args[1]))
             elif isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Constant):
                 self.add("getattr-builtins", call, name, scope)
+        if name in DESERIALIZE_FUNCS and call.args:
+            origins = self.origins(call.args[0])
+            if "const" in origins and origins & {"decoded", "obfuscated"}:
+                # unpickling an embedded, encoded blob runs whatever the blob says
+                self.add("exec", call, name, scope, origins)
+                return
         if name in EXEC_FUNCS or bare in EXEC_FUNCS:
-            arg = call.args[0] if call.args else None
+            arg = call.args[0] if call.args else (call.keywords[0].value if call.keywords else None)
             origins = self.origins(arg) if arg is not None else frozenset()
+            if arg is not None and install_like(self) and len(ast.dump(arg)) > 4000 and "const" not in origins:
+                origins |= {"obfuscated"}
             text = self.folder.fold_str(arg) if arg is not None else None
             self.add("exec", call, name, scope, origins, text or "")
             if text and (origins & {"obfuscated", "decoded"} or len(text) > 40):
@@ -483,6 +508,10 @@ class _Module:
             if name.startswith("pty.") or self._uses_fileno(call):
                 self.add("dup2", call, name, scope)
             self.add("process", call, name, scope, origins, text)
+            if _NETWORK_COMMAND.match(text):
+                every = frozenset().union(*(self.origins(a) for a in [*call.args, *(k.value for k in call.keywords)]))
+                self.add("send" if _SEND_COMMAND.search(text) or every & {"env", "hostinfo", "cmdout"} else "download",
+                         call, name, scope, every, text)
             inline = _PYTHON_C.search(text)
             if inline:
                 self._payload(inline.group(2), call)
@@ -696,6 +725,10 @@ def homoglyphs(source: str) -> list[tuple[int, str]]:
     except (tokenize.TokenError, SyntaxError, IndentationError):
         pass
     return found
+
+
+def install_like(module: _Module) -> bool:
+    return module.place_install
 
 
 def analyse(source: str, *, depth: int = 0, install: bool = False) -> Facts:

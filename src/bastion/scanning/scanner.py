@@ -36,11 +36,12 @@ MAX_AST_TOTAL = 12 * 1024 * 1024
 """AST work per upload (bytes of source)."""
 PYTHON_SUFFIXES = (".py", ".pyw")
 SCRIPT_SUFFIXES = (".sh", ".bat", ".cmd", ".ps1", ".vbs", ".js")
+CODE_MEMBER_SUFFIXES = (".py", ".pyw", ".pth", ".pyi", *SCRIPT_SUFFIXES, ".toml", ".cfg", "PKG-INFO", "METADATA")
 
 # Token families for the prefilter: a file is parsed when it shows two different families (or any
 # strong marker). Method calls such as re.compile or model.eval are not matched.
 _PREFILTER_FAMILIES: dict[str, list[str]] = {
-    "exec": [r"/[^.\w]exec\s?\(/", r"/[^.\w]eval\(/", r'"execfile("', r'"__import__("', r'"getattr(__builtins__"',
+    "exec": [r"/[^.\w]exec\s?\(/", r"/[^.\w]eval\(/", r"/=\s?(exec|eval|compile)\s*[\r\n;]/", r'"execfile("', r'"__import__("', r'"getattr(__builtins__"',
              r'"marshal.loads"', r'"__builtins__"', r'"import_module("'],
     "decode": [r'"b64decode"', r'"b32decode"', r'"b85decode"', r'"a85decode"', r'"decompress("', r'"fromhex("',
                r'"unhexlify"', r'"chr("', r'"map(chr"', r'"chr ("', r'"[::-1]"', r'"rot13"', r'"rot_13"', r'".decrypt("',
@@ -57,11 +58,13 @@ _PREFILTER_FAMILIES: dict[str, list[str]] = {
                 r'"systemd"', r'"schtasks"'],
     "clip": [r'"pyperclip"', r'"clipboard"', r'"OpenClipboard"'],
     "regex": [r'"re.match("', r'"re.search("', r'"re.fullmatch("', r'"re.findall("', r'"re.compile("'],
-    "strong": [r'"getattr(builtins"', r'"getattr(__builtins__"', r'"__builtins__.__dict__"', r"/\xEF[\xBC\xBD][\x80-\xBF]/", r"/\xF0\x9D[\x90-\x9F]/",
-               r"/[a-zA-Z][\xD0\xD1\xCE\xCF][\x80-\xBF]|[\xD0\xD1\xCE\xCF][\x80-\xBF][a-zA-Z]/",
+    "strong": [r'"SetValueEx"', r'"getattr(builtins"', r'"getattr(__builtins__"', r'"__builtins__.__dict__"', "{ EF BC }", "{ EF BD }", "{ F0 9D }",
                r'"powershell" nocase', r'"xmrig" nocase', r'"stratum+"',
                r'"dup2"', r'"VirtualAlloc"', r'"wallet" nocase', r'"CryptUnprotectData"', r'"/dev/tcp"'],
 }
+
+
+PREFILTER_NAMESPACE = "prefilter"
 
 
 def _prefilter_source() -> str:
@@ -101,8 +104,8 @@ class Scanner:
             digest.update(resources.files("bastion.scanning").joinpath(f"{module}.py").read_bytes())
         self.rules_version: str = digest.hexdigest()[:12]
         sources = {name[: -len(".yar")]: data.decode("utf-8") for name, data in files}
-        self._rules = yara.compile(sources=sources)
-        self._prefilter = yara.compile(source=_prefilter_source())
+        # one compiled set, one pass per member: the rules and the prefilter's token families
+        self._rules = yara.compile(sources={**sources, PREFILTER_NAMESPACE: _prefilter_source()})
         self._rule_meta = self._collect_meta(files)
         self._lock = threading.Lock()  # yara match objects are thread-safe; kept for future state
 
@@ -171,11 +174,12 @@ class Scanner:
         budget = MAX_AST_TOTAL
         for member in contents.members:
             base = posixpath.basename(member.name)
-            depth_ok = "!" not in member.name or True
+            code = base.endswith(CODE_MEMBER_SUFFIXES)
+            if not code and (contents.wheel or "!" in member.name):
+                continue  # only the executable-magic rules look at other members, and only in sdists
+            matches = self._match(member)
             if base not in ("PKG-INFO", "METADATA"):
-                findings.extend(self._yara(member, contents.wheel))
-            if not depth_ok:
-                continue
+                findings.extend(self._yara(member, matches, contents.wheel))
             if base.endswith(".pth"):
                 findings.extend(analyse_pth(_text(member.data), member.name))
                 continue
@@ -186,7 +190,9 @@ class Scanner:
             if not install:
                 if len(member.data) > MAX_AST_BYTES or budget <= 0 or _dormant(member.name):
                     continue
-                families = {m.rule for m in self._prefilter.match(data=b"\n" + member.data)}
+                families = {m.rule for m in matches if m.namespace == PREFILTER_NAMESPACE}
+                if member.data[:5] in (b"exec(", b"eval("):
+                    families.add("exec")
                 if not _worth_parsing(families):
                     continue
             budget -= len(member.data)
@@ -209,14 +215,17 @@ class Scanner:
                 paths |= _backend_paths(member, contents)
         return paths
 
-    def _yara(self, member: Member, wheel: bool) -> list[Finding]:
+    def _match(self, member: Member) -> list[Any]:
         try:
-            matches = self._rules.match(data=member.data, timeout=5)
-        except yara.Error as exc:
-            return [Finding(rule="yara.error", file=member.name, line=None, excerpt=str(exc)[:200],
-                            why="The YARA rules could not scan this member.", severity=0.0, category="payload")]
+            return list(self._rules.match(data=member.data, timeout=5))
+        except yara.Error:
+            return []
+
+    def _yara(self, member: Member, matches: list[Any], wheel: bool) -> list[Finding]:
         out = []
         for match in matches:
+            if match.namespace == PREFILTER_NAMESPACE:
+                continue
             meta = self._rule_meta.get(match.rule, {})
             if meta.get("only") == "sdist" and (wheel or "!" in member.name):
                 continue
