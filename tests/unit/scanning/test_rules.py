@@ -413,3 +413,19 @@ def test_findings_point_at_file_and_line(scan_sdist: Callable[..., ScanResult]) 
 def test_rules_version_is_stable_and_short(scanner: Scanner) -> None:
     assert scanner.rules_version == Scanner().rules_version
     assert 8 <= len(scanner.rules_version) <= 16
+
+
+def test_one_scanner_serves_many_threads(scanner: Scanner, scan_sdist: Callable[..., ScanResult],
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from tests.distbuilder import make_sdist
+    folder = tmp_path_factory.mktemp("threads")
+    bad = make_sdist(folder, "bad", "1.0", files={"setup.py": hook(f"import base64\nexec(base64.b64decode('{b64(PAYLOAD)}'))").encode()})
+    good = make_sdist(folder, "good", "1.0", files={"setup.py": BUILD_EXT_SETUP.encode()})
+    paths: list[Path] = [bad, good] * 20
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(scanner.scan, paths))
+    assert [r.verdict != Verdict.ALLOW for r in results] == [True, False] * 20
+    assert len({(r.score, tuple(r.findings)) for r in results[::2]}) == 1
