@@ -134,6 +134,18 @@ _SHELLCODE = re.compile(r"""b(['"])(?:\\x[0-9a-fA-F]{2}){64}""")
 _BLOB = re.compile(r"""(['"])([A-Za-z0-9+/=_\-\\x]{1500,})\1""")
 
 
+def _find_blob(source: str) -> re.Match[str] | None:
+    """The first long literal that looks random (random hex has 4 bits a character, base64 6)."""
+    if len(source) > 8_000_000:
+        return None
+    for count, match in enumerate(_BLOB.finditer(source)):
+        if entropy(match.group(2)[:20000]) > 3.2:
+            return match
+        if count >= 5:
+            break
+    return None
+
+
 class _Texts:
     """The text indicators look at: the file and everything folded or decoded from it."""
 
@@ -252,7 +264,11 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
         return {e.scope for k in kinds for e in by_kind.get(k, [])}
 
     # 1. executing decoded, downloaded or obfuscated data
-    bad_exec = [e for e in by_kind.get("exec", []) if e.origins & {"decoded", "network", "obfuscated"}]
+    # Decoding data handed in at runtime (a pipe, a parameter) and running it is how RPC helpers work
+    # (PyInstaller's isolated child, multiprocessing); a hidden payload is a constant or a download.
+    blob = _find_blob(source) if by_kind.get("exec") else None
+    bad_exec = [e for e in by_kind.get("exec", []) if "network" in e.origins or "obfuscated" in e.origins or (
+        "decoded" in e.origins and ("const" in e.origins or "param" not in e.origins or blob is not None))]
     if bad_exec:
         e = _first(bad_exec)
         what = "downloaded" if "network" in e.origins else "decoded or obfuscated"
@@ -434,8 +450,9 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
         add("code.homoglyph", line, word,
             "An identifier with look-alike (confusable) Unicode letters: it reads as one name and is another.",
             6.0, "obfuscation")
-    blob = _BLOB.search(source) if len(source) < 8_000_000 else None
-    if blob and entropy(blob.group(2)[:20000]) > 4.5 and (by_kind.get("decode") or by_kind.get("exec")):
+    if blob is None and by_kind.get("decode"):
+        blob = _find_blob(source)
+    if blob and (by_kind.get("decode") or by_kind.get("exec")):
         line = _line_of(source, blob.start())
         severity = 3.0 if install else 1.0
         if by_kind.get("exec"):

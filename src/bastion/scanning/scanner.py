@@ -42,7 +42,7 @@ CODE_MEMBER_SUFFIXES = (".py", ".pyw", ".pth", ".pyi", *SCRIPT_SUFFIXES, ".toml"
 # strong marker). Method calls such as re.compile or model.eval are not matched.
 _PREFILTER_FAMILIES: dict[str, list[str]] = {
     "exec": [r"/[^.\w]exec\s?\(/", r"/[^.\w]eval\(/", r"/=\s?(exec|eval|compile)\s*[\r\n;]/", r'"execfile("', r'"__import__("', r'"getattr(__builtins__"',
-             r'"marshal.loads"', r'"__builtins__"', r'"import_module("'],
+             r'"marshal.loads"', r'"pickle.loads"', r'"__builtins__"', r'"import_module("'],
     "decode": [r'"b64decode"', r'"b32decode"', r'"b85decode"', r'"a85decode"', r'"decompress("', r'"fromhex("',
                r'"unhexlify"', r'"chr("', r'"map(chr"', r'"chr ("', r'"[::-1]"', r'"rot13"', r'"rot_13"', r'".decrypt("',
                r'"decodebytes"'],
@@ -80,7 +80,7 @@ def _worth_parsing(families: set[str]) -> bool:
     return "strong" in families or ("clip" in families and "regex" in families) or (
         "exec" in families and bool(families & {"decode", "network", "process"})) or (
         "network" in families and bool(families & {"process", "info", "decode"})) or (
-        "persist" in families and bool(families & {"process", "network"})) or (
+        "persist" in families and bool(families & {"process", "network", "decode"})) or (
         "decode" in families and "process" in families)
 
 
