@@ -87,6 +87,13 @@ def test_a_malicious_upload_is_held_until_an_admin_releases_it(live_server: Live
     decided = server.cli_ok("review", "list", "--state", "decided", "--json")
     assert json.loads(decided.stdout.splitlines()[0])["state"] == "released"
 
+    current = server.cli_ok("scan", "--rescan")  # every file was scanned with today's rules
+    assert "rescanned 0 files" in current.stdout and "2 already scanned" in current.stdout, current.stdout
+    again = server.cli_ok("scan", "--rescan", "--all")  # the released file's hit is on record already
+    assert "rescanned 2 files" in again.stdout and "0 new hits" in again.stdout, again.stdout
+    misuse = server.cli("scan", "--rescan", str(evil))
+    assert misuse.returncode == 2 and "takes no PATH" in misuse.stderr
+
 
 def test_a_typosquat_name_is_refused_with_the_name_it_resembles(live_server: LiveServer, tmp_path: Path) -> None:
     squat = _plain_wheel(tmp_path / "squat", "reqeusts", "2.0")

@@ -1,7 +1,7 @@
 """``bastion scan PATH...``: scan distribution files offline and print the findings.
 
-``scan_paths`` does the offline work (collect files, scan, print, exit status) so that other
-front ends (a future ``--rescan`` of stored files) can reuse it with their own list of paths.
+``scan_paths`` does the offline work (collect files, scan, print, exit status) ; ``--rescan``
+re-scans the index's stored files through ``scanning.review.rescan``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bastion.cli import data_dir_option
 from bastion.scanning.result import ScanPolicy, ScanResult, Verdict
 from bastion.scanning.scanner import Scanner
 
@@ -91,19 +92,63 @@ def scan_paths(paths: Iterable[Path], scanner: Scanner, as_json: bool, *, consol
     return status
 
 
+def rescan_index(data_dir: str | None, everything: bool) -> int:
+    """``--rescan``: re-scan the index's published files; 1 when new hits were queued for review."""
+    from bastion.cli import _fail, _open
+    from bastion.errors import ServiceError
+    from bastion.scanning.review import rescan
+
+    bastion = _open(data_dir)
+    try:
+        columns = (TextColumn("rescanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True,
+                      disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("", total=None)
+            summary = rescan(bastion, everything=everything,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except ServiceError as exc:
+        _fail(exc.message)
+    finally:
+        bastion.close()
+    click.echo(f"rescanned {summary.scanned} files with rules {bastion.scanner.rules_version} "
+               f"({summary.up_to_date} already scanned with them, {summary.missing} missing from storage); "
+               f"{summary.new_hits} new hits")
+    if summary.cases:
+        click.echo("queued for review: " + ", ".join(f"case #{case}" for case in summary.cases)
+                   + " (see `bastion review list`)")
+    return 1 if summary.new_hits else 0
+
+
 @click.command("scan")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file, one per line.")
 @click.option("--quarantine-score", type=click.FloatRange(0, 10), default=None,
               help=f"Score from which a file is quarantined (default {ScanPolicy().quarantine_at}).")
 @click.option("--reject-score", type=click.FloatRange(0, 10), default=None,
               help=f"Score from which a file is rejected (default {ScanPolicy().reject_at}).")
+@click.option("--rescan", is_flag=True,
+              help="Re-scan the index's published files whose last scan used other rules; new hits open "
+                   "review cases (nothing is hidden or removed). Takes no PATH.")
+@click.option("--all", "everything", is_flag=True, help="With --rescan: every published file.")
+@data_dir_option
 def scan_command(paths: tuple[Path, ...], as_json: bool, quarantine_score: float | None,
-                 reject_score: float | None) -> None:
+                 reject_score: float | None, rescan: bool, everything: bool, data_dir: str | None) -> None:
     """Scan distribution files (or directories of them) for malicious code; nothing is run.
 
     Exit status: 0 when every file is allowed, 1 when any is quarantined or rejected, 2 on usage errors.
+    With --rescan (and --data-dir): 1 when new hits were queued for review.
     """
+    if rescan:
+        if paths:
+            click.echo("Error: --rescan scans the index's files and takes no PATH.", err=True)
+            sys.exit(2)
+        sys.exit(rescan_index(data_dir, everything))
+    if everything:
+        click.echo("Error: --all goes with --rescan.", err=True)
+        sys.exit(2)
+    if not paths:
+        click.echo("Error: give at least one PATH (a file or directory), or --rescan.", err=True)
+        sys.exit(2)
     missing = [path for path in paths if not path.exists()]
     if missing:
         click.echo(f"Error: {missing[0]}: no such file or directory.", err=True)
