@@ -286,7 +286,7 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
         executable = [w for w in dropped if _EXECUTABLE_NAME.search(w.text)]
         same_scope = [w for w in dropped if any(r.scope == w.scope and (
             r.kind != "process" or "startfile" in r.name or _mentions(r, w.text.split(" ")[0])) for r in runs)]
-        if executable and runs or same_scope or (dropped and install and runs):
+        if executable and runs or same_scope:
             e = _first(executable or same_scope or dropped)
             add("code.download-exec", e, e.excerpt,
                 f"Writes downloaded data to a file and runs it {where}.", 9.0 if in_install(e) else 8.0, "payload")

@@ -81,7 +81,7 @@ def _worth_parsing(families: set[str]) -> bool:
         "exec" in families and bool(families & {"decode", "network", "process"})) or (
         "network" in families and bool(families & {"process", "info", "decode"})) or (
         "persist" in families and bool(families & {"process", "network", "decode"})) or (
-        "decode" in families and "process" in families)
+        "process" in families and bool(families & {"decode", "info"}))
 
 
 def rule_files() -> list[tuple[str, bytes]]:

@@ -9,6 +9,7 @@ threshold.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from bastion.scanning.result import Finding, ScanPolicy
@@ -16,6 +17,7 @@ from bastion.scanning.result import Finding, ScanPolicy
 _SOFT_CATEGORIES = frozenset({"metadata", "name"})
 FILE_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
 PACKAGE_WEIGHTS = (1.0, 0.3, 0.15, 0.05)
+MAX_FILES_PER_RULE = 2
 
 
 def _combine(values: Iterable[float], weights: tuple[float, ...]) -> float:
@@ -35,7 +37,15 @@ def score(findings: Iterable[Finding], policy: ScanPolicy = ScanPolicy()) -> flo
         rules = per_file.setdefault(finding.file.split("!")[0] if finding.category == "archive" else finding.file, {})
         # one rule counts once per file (its strongest occurrence)
         rules[finding.rule] = max(rules.get(finding.rule, 0.0), finding.severity)
-    files = [min(10.0, _combine(rules.values(), FILE_WEIGHTS)) for rules in per_file.values()]
+    # The same rule in many files (a dozen launcher .exe files, one pattern copied across modules) is one
+    # observation repeated: each rule counts in at most two files, the files where it weighs most.
+    ordered = sorted(per_file.values(), key=lambda rules: -_combine(rules.values(), FILE_WEIGHTS))
+    seen: Counter[str] = Counter()
+    files = []
+    for rules in ordered:
+        kept = [value for rule, value in rules.items() if seen[rule] < MAX_FILES_PER_RULE]
+        seen.update(rules.keys())
+        files.append(min(10.0, _combine(kept, FILE_WEIGHTS)))
     code = min(10.0, _combine(files, PACKAGE_WEIGHTS))
     if code < 1.0:
         # metadata alone: below the quarantine threshold, whatever the policy

