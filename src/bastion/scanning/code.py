@@ -21,7 +21,8 @@ from bastion.scanning.result import Finding
 
 _I = re.IGNORECASE
 STEALER = {
-    "browser": re.compile(r"(?:Login Data|Local State|Web Data|Network[\\/]+Cookies|key4\.db|logins\.json)", _I),
+    "browser": re.compile(r"(?:Login Data|Local State|Web Data|Network[\\/]+Cookies|key4\.db|logins\.json"
+                          r"|browser_cookie3|browsercookie)", _I),
     "discord": re.compile(r"discord(?:canary|ptb|app)?[\\/]+Local Storage|Local Storage[\\/]+leveldb"
                           r"|\[\\w-\]\{24\}|dQw4w9WgXcQ|discordapp\.com/api/v\d+/users/@me"
                           r"|discord\.com/api/v\d+/users/@me", _I),
@@ -66,19 +67,20 @@ CRYPTO_ADDRESS = re.compile(r"\^?\(?(?:bc1|\[13\]|1|3)[^\n]{0,6}\[a-km-zA-HJ-NP-
                             r"|\[LM3\]\[a-km-zA-HJ-NP-Z1-9\]|\^4\[0-9AB\]", _I)
 ANTI_VM = re.compile(r"WDAGUtilityAccount|vboxservice|vboxtray|vmtoolsd|vmwaretray|VMware|VirtualBox|sandboxie"
                      r"|wireshark|processhacker|ollydbg|x64dbg|fiddler|httpdebuggerui", _I)
-BROWSER_KEY = re.compile(r"encrypted_key|CryptUnprotectData|win32crypt|User Data[\\/]+Default", _I)
+BROWSER_KEY = re.compile(r"encrypted_key|CryptUnprotectData|win32crypt|User Data[\\/]+Default|browser_cookie3"
+                         r"|browsercookie", _I)
 
 # Literal words (lower case) one of which must be in a text before a pattern is tried on it: a substring
 # test is much cheaper than a regular expression with alternatives.
 GATES: dict[re.Pattern[str], tuple[str, ...]] = {
     STEALER["browser"]: ("login data", "local state", "web data", "network\\", "network/cookies", "key4.db",
-                         "logins.json"),
+                         "logins.json", "browser_cookie", "browsercookie"),
     STEALER["discord"]: ("discord", "leveldb", "dqw4w9wgxcq", "[\\w-]{24}"),
     STEALER["wallet"]: ("wallet", "exodus", "electrum", "nkbih", "coinomi", "guarda"),
     STEALER["telegram"]: ("tdata",),
     STEALER["keys"]: (".ssh", ".aws", "git-credentials", ".pypirc", ".npmrc", "/etc/shadow", ".docker", ".kube",
                       "filezilla", "steam\\", "steam/", "gcloud"),
-    BROWSER_KEY: ("encrypted_key", "cryptunprotectdata", "win32crypt", "user data"),
+    BROWSER_KEY: ("encrypted_key", "cryptunprotectdata", "win32crypt", "user data", "browser_cookie", "browsercookie"),
     EXFIL_HOST: ("discord", "telegram", "hooks.slack", "webhook", "pipedream", "requestbin", "ngrok", "burpcollab",
                  ".oast", "oastify", "interact.sh", "interactsh", "dnslog", "ceye", "canarytokens", "pastebin",
                  "paste.ee", "transfer.sh", "anonfiles", "gofile",
@@ -322,9 +324,17 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
             add("code.shell-fetch", e, e.excerpt, f"Runs curl or wget on a URL {where}.",
                 5.0 if in_install(e) else 1.0, "network")
             break
+    hidden_commands = [e for e in by_kind.get("process", []) if "decoded" in e.origins or (
+        "obfuscated" in e.origins and "const" in e.origins)]
+    if hidden_commands:
+        e = _first(hidden_commands)
+        add("code.hidden-command", e, e.excerpt,
+            f"Runs a command line that the code decodes or assembles to hide it ({e.name}) {where}.",
+            9.0 if in_install(e) else 7.5, "execution")
     # 4. exfiltration: host identity, environment or secrets sent out
     sinks = by_kind.get("send", []) + by_kind.get("download", []) + by_kind.get("network", [])
-    tainted = [e for e in sinks if e.origins & {"hostinfo", "env"} or (in_install(e) and "cmdout" in e.origins)]
+    tainted = [e for e in sinks if e.origins & {"hostinfo", "env"} or (
+        install and e.kind == "send" and e.origins & {"cmdout", "file"})]
     info_scopes = scopes_with("hostinfo", "envdump")
     if not tainted and (install or facts.install_scopes):
         tainted = [e for e in sinks if in_install(e) and (

@@ -327,6 +327,10 @@ CASES: list[tuple[str, dict[str, str | bytes], dict[str, str | bytes], str]] = [
                   "setup(name='demo-pkg', version='1.0')\n"},
      {"setup.py": "from setuptools import setup\n"
                   "setup(name='demo-pkg', version='1.0', install_requires=['helper-tool'])\n"}, "sdist"),
+    ("code.hidden-command",
+     {"setup.py": hook(f"import base64, os\nos.system(base64.b64decode('{b64('id > /tmp/demo-owned')}').decode())")},
+     {"setup.py": hook("import base64, subprocess\nsubprocess.run(['git', 'rev-parse', 'HEAD'])\n"
+                       "LOGO = base64.b64decode('UE5H')")}, "sdist"),
     # YARA rules
     ("yara.powershell-encoded",
      {"demo/run.bat": "powershell.exe -NoP -enc " + base64.b64encode("IEX x".encode("utf-16le") * 4).decode() + "\n"},
