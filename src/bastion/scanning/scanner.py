@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import posixpath
-import threading
 import time
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -107,7 +106,6 @@ class Scanner:
         # one compiled set, one pass per member: the rules and the prefilter's token families
         self._rules = yara.compile(sources={**sources, PREFILTER_NAMESPACE: _prefilter_source()})
         self._rule_meta = self._collect_meta(files)
-        self._lock = threading.Lock()  # yara match objects are thread-safe; kept for future state
 
     @staticmethod
     def _collect_meta(files: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
