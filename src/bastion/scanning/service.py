@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -24,8 +25,6 @@ from bastion.scanning.models import CaseState, NameRule, ReviewCase, ScanRecord
 from bastion.scanning.result import Finding, ScanContext, ScanPolicy, ScanResult, Verdict
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from bastion.scanning.names import NameIndex, Resemblance
     from bastion.scanning.scanner import Scanner
     from bastion.services import Bastion
@@ -42,40 +41,59 @@ def make_scanner(settings: Settings) -> Scanner:
     return Scanner(ScanPolicy(quarantine_at=settings.scan_quarantine_score, reject_at=settings.scan_reject_score))
 
 
+_POPULAR: dict[str, NameIndex] = {}
+_POPULAR_LOCK = threading.Lock()
+
+
+def popular_index(path: Path | None) -> NameIndex:
+    """The index of the popular names, built once per process and list (read-only once built)."""
+    from bastion.scanning.names import NameIndex, load_popular
+
+    key = str(path)
+    with _POPULAR_LOCK:
+        if key not in _POPULAR:
+            _POPULAR[key] = NameIndex.build(load_popular(path))
+        return _POPULAR[key]
+
+
 class NameGuard:
     """The typosquat check against popular names and this index's own projects.
 
-    The popular list is indexed once per process; projects created since the last check (in any
-    process) are added before each check with one query on the primary key. Deleted projects stay
-    in the index: a name imitating a deleted project is still suspect.
+    The popular names are indexed once per process (``popular_index``); this index's projects go
+    into a second, small index, and projects created since the last check (in any process) are
+    added before each check with one query on the primary key. Deleted projects stay in it: a name
+    imitating a deleted project is still suspect.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._index: NameIndex | None = None
+        self._existing: NameIndex | None = None
         self._seen_id = 0
         self._lock = threading.Lock()
 
     def _current(self, session: Session) -> NameIndex:
-        from bastion.scanning.names import NameIndex, load_popular
+        from bastion.scanning.names import NameIndex
 
-        if self._index is None:
-            self._index = NameIndex.build(load_popular(self.settings.popular_names))
+        if self._existing is None:
+            self._existing = NameIndex.build(())
         rows = session.execute(
             select(Project.id, Project.name).where(Project.id > self._seen_id).order_by(Project.id)
         ).all()
         for row in rows:
-            self._index.add_existing(row.name)
+            self._existing.add_existing(row.name)
             self._seen_id = row.id
-        return self._index
+        return self._existing
 
     def check(self, session: Session, name: str) -> Resemblance | None:
         """What ``name`` imitates, or None (also None when an admin allowed the name)."""
         if name_rule(session, name) == "allow":
             return None
+        popular = popular_index(self.settings.popular_names)
+        if popular.is_known(name):
+            return None  # a popular name is never a squat of another (the combined index's rule)
         with self._lock:
-            index = self._current(session)
-            return index.check(name)
+            existing = self._current(session)
+        return popular.check(name) or existing.check(name)
 
 
 def name_rule(session: Session, name: str) -> str | None:
