@@ -38,7 +38,8 @@ EXFIL_HOST = re.compile(
     r"|pipedream\.net|requestbin|ngrok(?:-free)?\.(?:io|app)|burpcollaborator\.net|oast(?:ify)?\.(?:fun|live|me|pro|site|online)"
     r"|interact\.sh|interactsh|dnslog\.cn|ceye\.io|canarytokens|pastebin\.com/raw|paste\.ee/r|transfer\.sh"
     r"|anonfiles|gofile\.io|file\.io\b|bit\.ly/|discord\.gg/|cdn\.discordapp\.com/attachments|glitch\.me"
-    r"|repl\.co\b|herokuapp\.com|trycloudflare\.com|workers\.dev|000webhostapp|free\.beeceptor|\.oast\.",
+    r"|repl\.co\b|herokuapp\.com|trycloudflare\.com|workers\.dev|000webhostapp|free\.beeceptor|\.oast\."
+    r"|iplogger\.(?:com|org|ru|co|info)|grabify\.link|2no\.co\b|yip\.su\b|blasze\.|ipgrabber",
     _I)
 IP_LOOKUP = re.compile(r"api\.ipify\.org|ipinfo\.io|ifconfig\.me|icanhazip|checkip\.amazonaws|ip-api\.com"
                        r"|myexternalip|wtfismyip|geolocation-db", _I)
@@ -85,7 +86,7 @@ GATES: dict[re.Pattern[str], tuple[str, ...]] = {
                  ".oast", "oastify", "interact.sh", "interactsh", "dnslog", "ceye", "canarytokens", "pastebin",
                  "paste.ee", "transfer.sh", "anonfiles", "gofile",
                  "file.io", "bit.ly", "glitch.me", "repl.co", "herokuapp", "trycloudflare", "workers.dev",
-                 "000webhost", "beeceptor"),
+                 "000webhost", "beeceptor", "iplogger", "grabify", "2no.co", "yip.su", "blasze", "ipgrabber"),
     IP_LOOKUP: ("ipify", "ipinfo", "ifconfig.me", "icanhazip", "checkip", "ip-api", "myexternalip", "wtfismyip",
                 "geolocation-db"),
     RAW_IP_URL: ("://",),
@@ -222,6 +223,8 @@ _EXECUTABLE_NAME = re.compile(r"\.(?:exe|scr|bat|cmd|vbs|ps1|msi|pyw?|sh|dll|so|
 _EXECUTABLE_SUFFIXES = (".exe", ".scr", ".bat", ".cmd", ".ps1", ".vbs", ".dll", ".sh", ".py", ".pyw", ".msi", ".jar")
 
 
+_RC_PAYLOAD = re.compile(r"\b(?:curl|wget|chmod|nohup|base64|mkfifo|nc|ncat|python[0-9.]*\s+-c)\b|/dev/tcp|\.local/\.|"
+                         r"\bbash\s+-c\b", re.IGNORECASE)
 _INTERPRETER = re.compile(r"^\s*(?:\S*[\\/])?(?:python[0-9.]*w?|py|sh|bash|cmd|powershell|pwsh|node|perl|ruby|start)"
                           r"(?:\.exe)?(?:\s|$)|\.(?:py|exe|sh|bat|ps1|vbs)\b", re.IGNORECASE)
 _PIP_INSTALL = re.compile(r"\bpip[0-9.]*(?:\.exe)?\s+install\b|-m\s+pip\s+install\b", re.IGNORECASE)
@@ -403,8 +406,8 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
     # 6. persistence
     persist = texts.search(PERSISTENCE)
     writes = by_kind.get("write", []) + by_kind.get("process", []) + by_kind.get("registry-write", [])
-    if persist:
-        severity = (8.0 if install else 6.5 if by_kind.get("registry-write") else 3.0) if writes else 1.0
+    if persist and writes:
+        severity = 8.0 if install else 6.5 if by_kind.get("registry-write") else 3.0
         add("code.persistence", persist[0], persist[1],
             "Touches an autostart location (startup folder, Run key, cron, systemd, LaunchAgents).",
             severity, "persistence")
@@ -413,6 +416,17 @@ def rules_for(source: str, member: str, place: Place, facts: Facts) -> list[Find
     if autostart_writes:
         e = autostart_writes[0]
         add("code.autostart-write", e, e.excerpt, f"Writes a file into an autostart location {where}.",
+            8.0 if in_install(e) else 7.0, "persistence")
+    rc_payloads = [w for w in by_kind.get("write", []) if "\n" in w.text and SHELL_RC.search(w.text.split("\n")[0])
+                   and _RC_PAYLOAD.search(w.text)]
+    if not rc_payloads:
+        rc_writes = [w for w in by_kind.get("write", []) if "\n" in w.text and _RC_PAYLOAD.search(w.text)]
+        if rc_writes and texts.search(SHELL_RC):
+            rc_payloads = rc_writes
+    if rc_payloads:
+        e = rc_payloads[0]
+        add("code.shell-rc-payload", e, e.excerpt,
+            f"Appends commands that fetch, decode or start programs to a shell start-up file {where}.",
             8.0 if in_install(e) else 7.0, "persistence")
     shell_rc = texts.search(SHELL_RC) if install else None
     if shell_rc and writes:

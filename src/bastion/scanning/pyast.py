@@ -581,7 +581,7 @@ class _Module:
                     path = self._path_text(bound.args[0])
             elif isinstance(receiver, ast.Call) and self.resolve(receiver.func) in ("open", "io.open") and receiver.args:
                 path = self._path_text(receiver.args[0])
-            self.add("write", call, name, scope, all_origins(), path)
+            self.add("write", call, name, scope, all_origins(), path + ("\n" + text[:1000] if text else ""))
             if text and looks_like_python(text):
                 self._payload(text, call)
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import posixpath
+import re
 import time
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -79,7 +80,7 @@ def _worth_parsing(families: set[str]) -> bool:
     return "strong" in families or ("clip" in families and "regex" in families) or (
         "exec" in families and bool(families & {"decode", "network", "process"})) or (
         "network" in families and bool(families & {"process", "info", "decode"})) or (
-        "persist" in families and bool(families & {"process", "network", "decode"})) or (
+        "persist" in families) or (
         "process" in families and bool(families & {"decode", "info"}))
 
 
@@ -169,6 +170,7 @@ class Scanner:
                 why="The file's name says one archive format and its bytes another.", severity=1.5,
                 category="archive"))
         install_paths = self._install_paths(contents)
+        live = _imported_dormant(contents)
         budget = MAX_AST_TOTAL
         for member in contents.members:
             base = posixpath.basename(member.name)
@@ -186,7 +188,8 @@ class Scanner:
             install = member.name in install_paths
             init = base == "__init__.py" and member.name.count("/") <= 2
             if not install:
-                if len(member.data) > MAX_AST_BYTES or budget <= 0 or _dormant(member.name):
+                if len(member.data) > MAX_AST_BYTES or budget <= 0 or (
+                        _dormant(member.name) and member.name not in live):
                     continue
                 families = {m.rule for m in matches if m.namespace == PREFILTER_NAMESPACE}
                 if member.data[:5] in (b"exec(", b"eval("):
@@ -196,7 +199,7 @@ class Scanner:
             budget -= len(member.data)
             findings.extend(analyse_python(_text(member.data), member.name, Place(install=install, init=init)))
         findings.extend(metadata_findings(contents.metadata, context))
-        return [_weigh(f) for f in findings]
+        return [f if f.file in live else _weigh(f) for f in findings]
 
     def _install_paths(self, contents: Contents) -> set[str]:
         """setup.py at the top of an sdist and the modules of an in-tree build backend."""
@@ -243,6 +246,41 @@ def _dormant(member: str) -> bool:
     """Code that neither installing nor importing the package runs (tests, examples, docs, dev scripts)."""
     parts = member.split("!")[0].split("/")[:-1]
     return any(p.lower() in DORMANT_DIRS for p in parts)
+
+
+_IMPORT = re.compile(rb"(?m)^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+\(?([\w, \t]+)|import[ \t]+([\w.]+))")
+_DORMANT_WORDS = (b"tests", b"testing", b"example", b"scripts", b"fixtures", b"tools", b"demo", b"docs")
+
+
+def _imported_dormant(contents: Contents) -> set[str]:
+    """Dormant members (under tests/, scripts/ ...) that package code imports: they run after all."""
+    dormant = {m.name: m.name[: -len(".py")] for m in contents.members
+               if m.name.endswith(".py") and _dormant(m.name)}
+    if not dormant:
+        return set()
+    wanted: set[str] = set()
+    for member in contents.members:
+        if not member.name.endswith(".py") or member.name in dormant:
+            continue
+        data = member.data
+        if not any(word in data for word in _DORMANT_WORDS):
+            continue
+        for match in _IMPORT.finditer(data):
+            module = (match.group(1) or match.group(3) or b"").decode("ascii", "replace").lstrip(".")
+            names = [n.strip() for n in (match.group(2) or b"").decode("ascii", "replace").split(",") if n.strip()]
+            for dotted in [module, *(f"{module}.{n}" if module else n for n in names)]:
+                parts = dotted.split(".")
+                if any(p.lower() in DORMANT_DIRS for p in parts):
+                    wanted.add("/".join(parts))
+    if not wanted:
+        return set()
+    live = set()
+    for name, stem in dormant.items():
+        for suffix in wanted:
+            if stem.endswith("/" + suffix) or stem.endswith("/" + suffix + "/__init__"):
+                live.add(name)
+                break
+    return live
 
 
 def _weigh(finding: Finding) -> Finding:

