@@ -376,11 +376,24 @@ exec(base64.b64decode("cHJpbnQoJ2hpJyk="))
 
 
 def test_a_name_imitating_a_project_of_this_index_is_refused(bastion: Bastion, client, tmp_path: Path) -> None:
-    token = make_user(bastion, "gina")
-    _upload(client, token, tmp_path, "acme-billing-service", "1.0")
+    _upload(client, make_user(bastion, "gina"), tmp_path, "acme-billing-service", "1.0")
+    token = make_user(bastion, "jack")  # not one of its maintainers
     (tmp_path / "squat").mkdir()
     wheel = make_wheel(tmp_path / "squat", "acme-billing-servise", "1.0")
     response = post_upload(client, token, wheel, upload_form(wheel, "acme-billing-servise", "1.0"))
     assert response.status_code == 400
     assert "existing project 'acme-billing-service'" in response.text
     assert _upload_status(client, token, tmp_path, "acme-invoicing", "1.0") == 200
+
+
+def test_numbered_siblings_and_a_maintainers_own_family_are_not_squats(bastion: Bastion, client,
+                                                                        tmp_path: Path) -> None:
+    token = make_user(bastion, "hank")
+    _upload(client, token, tmp_path, "billing-plugin-1", "1.0")
+    assert _upload_status(client, token, tmp_path, "billing-plugin-2", "1.0") == 200  # digits differ
+    _upload(client, token, tmp_path, "acme-reports", "1.0")
+    assert _upload_status(client, token, tmp_path, "acme-report", "1.0") == 200  # hank owns acme-reports
+    other = make_user(bastion, "ivan")
+    response_status = _upload_status(client, other, tmp_path, "acme-reporst", "1.0")
+    assert response_status == 400  # someone else imitating it is refused
+    assert _upload_status(client, other, tmp_path, "billing-plugin-l", "1.0") == 400  # 1/l look-alike

@@ -326,7 +326,7 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
     with bastion.db.read() as session:  # refuse early, before spending work on the file
         found = project_access(session, form["name"], principal.user_id)
         if found is None:
-            resemblance = check_new_name(bastion, session, form["name"])  # refuses under "block"
+            resemblance = check_new_name(bastion, session, form["name"], principal.user_id)  # refuses under "block"
     if found is not None:
         decision = decide(principal, Permission.UPLOAD, project=found.name, role=found.role,
                           mfa_required=found.mfa_required)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bastion.events import RequestContext, record_event
 from bastion.packaging.errors import UploadRejected
-from bastion.packaging.models import File, Project
+from bastion.packaging.models import File, Project, Role
 from bastion.packaging.names import normalize
 from bastion.scanning.models import CaseState, NameRule, ReviewCase, ScanRecord
 from bastion.scanning.result import Finding, ScanContext, ScanPolicy, ScanResult, Verdict
@@ -75,7 +75,9 @@ class NameGuard:
         from bastion.scanning.names import NameIndex
 
         if self._existing is None:
-            self._existing = NameIndex.build(())
+            # An index's own projects come in numbered families (plugin-1, plugin-2, api-v2):
+            # a digit that differs from one of them is not a typo.
+            self._existing = NameIndex.build((), edit_skip_digits=True)
         rows = session.execute(
             select(Project.id, Project.name).where(Project.id > self._seen_id).order_by(Project.id)
         ).all()
@@ -84,16 +86,25 @@ class NameGuard:
             self._seen_id = row.id
         return self._existing
 
-    def check(self, session: Session, name: str) -> Resemblance | None:
-        """What ``name`` imitates, or None (also None when an admin allowed the name)."""
+    def check(self, session: Session, name: str, user_id: int | None = None) -> Resemblance | None:
+        """What ``name`` imitates, or None (also None when an admin allowed the name, and when the
+        name resembles a project of this index on which ``user_id`` has a role: their own family)."""
         if name_rule(session, name) == "allow":
             return None
         popular = popular_index(self.settings.popular_names)
         if popular.is_known(name):
             return None  # a popular name is never a squat of another (the combined index's rule)
+        found = popular.check(name)
+        if found is not None:
+            return found
         with self._lock:
-            existing = self._current(session)
-        return popular.check(name) or existing.check(name)
+            found = self._current(session).check(name)
+        if found is not None and user_id is not None and session.execute(
+            select(Role.id).join(Project, Project.id == Role.project_id)
+            .where(Project.normalized_name == normalize(found.name), Role.user_id == user_id)
+        ).first():
+            return None
+        return found
 
 
 def name_rule(session: Session, name: str) -> str | None:
@@ -105,7 +116,7 @@ def banned_names(session: Session) -> frozenset[str]:
     return frozenset(session.execute(select(NameRule.normalized_name).where(NameRule.rule == "ban")).scalars())
 
 
-def check_new_name(bastion: Bastion, session: Session, name: str) -> Resemblance | None:
+def check_new_name(bastion: Bastion, session: Session, name: str, user_id: int | None = None) -> Resemblance | None:
     """For a name nobody registered yet: refuse a typosquat under the ``block`` policy (400 naming
     the project it resembles); under ``review``, return the resemblance for the caller to flag."""
     from bastion.packaging.names import is_valid_name
@@ -120,7 +131,7 @@ def check_new_name(bastion: Bastion, session: Session, name: str) -> Resemblance
         raise UploadRejected(refusal)
     if bastion.settings.scan == "off":
         return None
-    resemblance = bastion.name_guard.check(session, name)
+    resemblance = bastion.name_guard.check(session, name, user_id)
     if resemblance is not None and bastion.settings.name_policy == "block":
         raise UploadRejected(resemblance.message(name))
     return resemblance
