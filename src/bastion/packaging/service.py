@@ -23,7 +23,9 @@ from bastion.events import CLI_CONTEXT, EVENTS_PER_PAGE, Event, RequestContext, 
 from bastion.insights.models import CriticalProject, DownloadCount
 from bastion.mail import Message
 from bastion.packaging import names
-from bastion.packaging.models import DeletedFilename, File, JournalEntry, Project, Release, Role, RoleName
+from bastion.packaging.models import (
+    DeletedFilename, File, JournalEntry, Project, ProjectStatus, Release, Role, RoleName,
+)
 from bastion.tuf.repository import enqueue_changed
 from bastion.simple.render import (
     ProjectView,
@@ -127,6 +129,15 @@ def authorize(session: Session, principal: Principal | None, permission: Permiss
         raise Forbidden(decision.reason, status=401 if principal is None else 403)
 
 
+def refuse_while_quarantined(project: Project, principal: Principal | None) -> None:
+    """A quarantined project is frozen for its owners until the review ends (PEP 792): deleting it
+    would destroy the files under review and free the name, and a role change would change whom a
+    remove-project decision freezes. Index admins (the reviewers) may still act."""
+    if project.status == ProjectStatus.QUARANTINED and not (principal is not None and principal.is_admin):
+        raise Forbidden(f"Project '{project.name}' is quarantined pending review by the index administrators: "
+                        "it cannot be changed until the review ends.")
+
+
 def new_project_refusal(session: Session, name: str, prohibited: frozenset[str]) -> str | None:
     """Why a new project may not take ``name``, or None."""
     refusal = names.name_refusal(name, prohibited)
@@ -173,6 +184,7 @@ def _role_change_target(session: Session, project_name: str, user_name: str,
     """The project (after the MANAGE_ROLES check), the user, and the user's current role row."""
     project = get_project(session, project_name)
     authorize(session, principal, Permission.MANAGE_ROLES, project)
+    refuse_while_quarantined(project, principal)
     user = get_user(session, user_name)
     existing = session.execute(
         select(Role).where(Role.project_id == project.id, Role.user_id == user.id)
@@ -252,6 +264,7 @@ def set_yanked(session: Session, project_name: str, version: str, *, yanked: boo
     """PEP 592: yank (or un-yank) a release; its files stay downloadable by exact pin."""
     project = get_project(session, project_name)
     authorize(session, principal, Permission.YANK, project)
+    refuse_while_quarantined(project, principal)
     release = find_release(session, project, version)
     if reason is not None and len(reason) > 1000:
         raise ServiceError("yank reason too long: use at most 1000 characters")
@@ -556,6 +569,7 @@ def set_project_mfa_required(session: Session, name: str, required: bool, *, pri
     without 2FA cannot turn it off once it applies (the mandate covers MANAGE_PROJECT)."""
     project = get_project(session, name)
     authorize(session, principal, Permission.MANAGE_PROJECT, project)
+    refuse_while_quarantined(project, principal)
     if project.mfa_required == required:
         state = "already requires" if required else "does not require"
         raise Conflict(f"'{project.name}' {state} two-factor authentication of its owners and maintainers")
@@ -635,6 +649,7 @@ def delete_project(session: Session, bastion: Bastion, name: str, *, principal: 
     deleted filenames can be uploaded again."""
     project = get_project(session, name)
     authorize(session, principal, Permission.MANAGE_PROJECT, project)
+    refuse_while_quarantined(project, principal)
     normalized = project.normalized_name
     files = session.execute(
         select(File.filename, File.path, File.metadata_sha256).where(File.project_id == project.id)

@@ -206,7 +206,10 @@ def _existing_file(session: Session, checked: CheckedFile) -> File | None:
     return None
 
 
-def _get_or_create_release(session: Session, project: Project, checked: CheckedFile) -> Release:
+def _get_or_create_release(session: Session, project: Project, checked: CheckedFile, *, held: bool) -> Release:
+    """The release the file belongs to, created with the file's metadata. A release whose every
+    file is held for review takes the metadata of the first file that is not held: the held file's
+    own (its summary, description, URLs) must not be published with it."""
     version = str(checked.metadata.version)
     canonical = canonicalize_version(version)
     release = session.execute(
@@ -229,6 +232,11 @@ def _get_or_create_release(session: Session, project: Project, checked: CheckedF
             raise UploadRejected(
                 f"Only one sdist may be uploaded per release: {project.name} {release.version} has one already."
             )
+    if not held and session.execute(
+        select(File.id).where(File.release_id == release.id, File.quarantined.is_(False)).limit(1)
+    ).first() is None:
+        release.core_metadata = checked.metadata_raw
+        release.requires_python = checked.requires_python
     return release
 
 
@@ -265,7 +273,8 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
     if existing is not None:
         return UploadOutcome(created=False, project=project.normalized_name, version=existing.release.version,
                              filename=existing.filename, serial=0)
-    release = _get_or_create_release(session, project, checked)
+    release = _get_or_create_release(session, project, checked,
+                                     held=scan is not None and scan.verdict is Verdict.QUARANTINE)
     total = project.total_size  # kept up to date by every change to the project's files
     checks.check_project_size(total, checked.size, bastion.settings.max_project_size, project.name)
     path = blob_path(checked.digests["blake2_256_digest"], checked.filename)

@@ -1,0 +1,234 @@
+"""A held file or a quarantined project must leak nowhere a non-admin can look: every read route
+(simple pages in both formats and by TUF target name, files by plain and consistent-snapshot name,
+wheel metadata, the JSON API, the web pages), the TUF targets, pages cached by a server before
+another process quarantined, and what owners can still do to a project under review. Both
+databases (the ``bastion`` and ``client`` fixtures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bastion.authz import OPERATOR
+from bastion.errors import Forbidden
+from bastion.events import CLI_CONTEXT
+from bastion.packaging import service
+from bastion.packaging.models import File, Project
+from bastion.scanning import review
+from bastion.scanning.result import Finding, ScanResult, Verdict
+from bastion.scanning.service import hold_file
+from bastion.services import Bastion
+from bastion.simple.render import refresh_project_pages
+from bastion.tuf.models import TufTarget
+from tests.conftest import make_user, post_upload, settle_tuf
+from tests.distbuilder import make_wheel, upload_form
+
+FINDING = Finding(rule="install.exec-decoded", file="evil/__init__.py", line=3,
+                  excerpt="exec(base64.b64decode(PAYLOAD))", why="runs a decoded payload at import",
+                  severity=9.0, category="execution")
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+def _upload(client, token: str, tmp_path: Path, name: str, version: str, *, summary: str = "",  # type: ignore[no-untyped-def]
+            tag: str = "py3-none-any"):
+    directory = tmp_path / f"{name}-{version}-{tag}"
+    directory.mkdir()
+    metadata = None
+    if summary:
+        metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {summary}\n"
+    wheel = make_wheel(directory, name, version, tag=tag, metadata=metadata)
+    response = post_upload(client, token, wheel, upload_form(wheel, name, version))
+    assert response.status_code == 200, response.text
+    return wheel
+
+
+def _hold(bastion: Bastion, filename: str) -> int:
+    with bastion.db.write() as session:
+        file = session.execute(select(File).where(File.filename == filename)).scalar_one()
+        project = session.get(Project, file.project_id)
+        assert project is not None
+        result = ScanResult(filename=filename, sha256=file.sha256_digest, verdict=Verdict.QUARANTINE, score=9.0,
+                            findings=(FINDING,), rules_version="test")
+        case = hold_file(session, bastion, file, project, result, CLI_CONTEXT)
+        # As the upload that stores a held file does: a journal entry, the pages re-rendered.
+        serial = service.journal(session, project, "hold file", version=file.release.version)
+        refresh_project_pages(session, project.id, versions=[file.release.version])
+        case_id = case.id
+    bastion.notify_change(serial)
+    return case_id
+
+
+def _quarantine(bastion: Bastion, name: str) -> None:
+    with bastion.db.write() as session:
+        project = session.execute(select(Project).where(Project.normalized_name == name)).scalar_one()
+        outcome = review.quarantine_project(session, bastion, project, source="admin", summary="suspected",
+                                            principal=OPERATOR, context=CLI_CONTEXT)
+    review.finish(bastion, outcome)
+
+
+def _file(bastion: Bastion, filename: str) -> File:
+    with bastion.db.read() as session:
+        file = session.execute(select(File).where(File.filename == filename)).scalar_one()
+        session.expunge(file)
+        return file
+
+
+def _every_read(client, bastion: Bastion, name: str, filename: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Each read route a non-admin can reach, and what it answered (status or where the name shows)."""
+    f = _file(bastion, filename)
+    out: dict[str, str] = {}
+    for label, url, headers in [
+        ("simple", f"/simple/{name}/", {}),
+        ("simple-json", f"/simple/{name}/", JSON),
+        ("simple-format", f"/simple/{name}/?format=application/vnd.pypi.simple.v1+json", {}),
+        ("index.html", f"/simple/{name}/index.html", {}),
+        ("index.json", f"/simple/{name}/index.json", {}),
+        ("json-api", f"/pypi/{name}/json", {}),
+        ("project-page", f"/projects/{name}/", {}),
+        ("list-page", f"/projects/?q={name}", {}),
+    ]:
+        response = client.get(url, headers=headers)
+        out[label] = "shows" if filename in response.text or f.sha256_digest in response.text else "hidden"
+    for label, url in [
+        ("file", f"/{f.path}"),
+        ("metadata", f"/{f.path}.metadata"),
+        ("snapshot-name", "/" + f.path.rpartition("/")[0] + f"/{f.sha256_digest}.{filename}"),
+    ]:
+        out[label] = str(client.get(url).status_code)
+        out[label + "-head"] = str(client.head(url).status_code)
+    return out
+
+
+HIDDEN = {"simple": "hidden", "simple-json": "hidden", "simple-format": "hidden", "index.html": "hidden",
+          "index.json": "hidden", "json-api": "hidden", "project-page": "hidden", "list-page": "hidden",
+          "file": "404", "file-head": "404", "metadata": "404", "metadata-head": "404", "snapshot-name": "404",
+          "snapshot-name-head": "404"}
+
+
+def test_a_held_wheel_is_on_no_read_route_and_no_tuf_target(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    _upload(client, token, tmp_path, "leaky", "1.0")
+    wheel = _upload(client, token, tmp_path, "leaky", "1.1")
+    seen = _every_read(client, bastion, "leaky", wheel.name)  # read (and cached) while still published
+    assert seen["file"] == "200" and seen["metadata"] == "200" and seen["simple"] == "shows"
+    _hold(bastion, wheel.name)
+    assert _every_read(client, bastion, "leaky", wheel.name) == HIDDEN
+    assert client.get("/pypi/leaky/1.1/json").status_code == 404
+    settle_tuf(bastion)
+    path = _file(bastion, wheel.name).path
+    with bastion.db.read() as session:
+        targets = set(session.execute(select(TufTarget.path)).scalars())
+    assert path not in targets and any(t.endswith("leaky-1.0-py3-none-any.whl") for t in targets)
+
+
+def test_a_quarantined_project_is_on_no_read_route(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    wheel = _upload(client, token, tmp_path, "qproj", "1.0")
+    assert _every_read(client, bastion, "qproj", wheel.name)["file"] == "200"
+    _quarantine(bastion, "qproj")
+    assert _every_read(client, bastion, "qproj", wheel.name) == HIDDEN
+    assert client.get("/pypi/qproj/1.0/json").status_code == 404
+    settle_tuf(bastion)
+    with bastion.db.read() as session:
+        targets = set(session.execute(select(TufTarget.path)).scalars())
+    assert _file(bastion, wheel.name).path not in targets
+
+
+def test_a_quarantine_in_another_process_drops_the_servers_cached_pages(bastion: Bastion, client, bastion_with,  # type: ignore[no-untyped-def]
+                                                                        tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    wheel = _upload(client, token, tmp_path, "cached", "1.0")
+    before = client.get("/simple/cached/")
+    assert wheel.name in before.text and _every_read(client, bastion, "cached", wheel.name)["file"] == "200"
+    other, _ = bastion_with()  # the CLI: another Bastion on the same data dir and database
+    _quarantine(other, "cached")
+    assert _every_read(client, bastion, "cached", wheel.name) == HIDDEN
+    # A client revalidating the page it cached before the quarantine gets the new page, not a 304.
+    again = client.get("/simple/cached/", headers={"If-None-Match": before.headers["etag"]})
+    assert again.status_code == 200 and wheel.name not in again.text
+
+
+def test_yank_and_unyank_of_a_held_release_expose_nothing(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    _upload(client, token, tmp_path, "yanky", "1.0")
+    wheel = _upload(client, token, tmp_path, "yanky", "2.0")
+    _hold(bastion, wheel.name)
+    owner = _principal(bastion, "alice")
+    for yanked in (True, False):
+        with bastion.db.write() as session:
+            serial = service.set_yanked(session, "yanky", "2.0", yanked=yanked, reason="x" if yanked else None,
+                                        principal=owner)
+        bastion.notify_change(serial)
+        assert _every_read(client, bastion, "yanky", wheel.name) == HIDDEN
+        assert client.get("/pypi/yanky/2.0/json").status_code == 404
+
+
+def _principal(bastion: Bastion, name: str):  # type: ignore[no-untyped-def]
+    from bastion.accounts.models import User
+    from bastion.authz import Principal
+
+    with bastion.db.read() as session:
+        user = session.execute(select(User).where(User.username == name)).scalar_one()
+        return Principal(user_id=user.id, username=user.username, is_admin=user.is_admin, has_2fa=True)
+
+
+def test_owners_cannot_change_a_quarantined_project_under_review(bastion: Bastion, client, tmp_path: Path) -> None:
+    """Deleting it would destroy the files under review (and free the name); role changes would
+    change who a remove-project decision freezes (an innocent user added as owner, an accomplice
+    removed); yanking and the 2FA opt-in are changes too. The admins' decision ends the freeze."""
+    token = make_user(bastion, "mal")
+    make_user(bastion, "accomplice")
+    make_user(bastion, "victim")
+    wheel = _upload(client, token, tmp_path, "frozenproj", "1.0")
+    owner = _principal(bastion, "mal")
+    with bastion.db.write() as session:
+        service.add_role(session, "frozenproj", "accomplice", "maintainer", principal=owner)
+    _quarantine(bastion, "frozenproj")
+    attempts = {
+        "delete": lambda s: service.delete_project(s, bastion, "frozenproj", principal=owner),
+        "add-role": lambda s: service.add_role(s, "frozenproj", "victim", "owner", principal=owner),
+        "remove-role": lambda s: service.remove_role(s, "frozenproj", "accomplice", principal=owner),
+        "yank": lambda s: service.set_yanked(s, "frozenproj", "1.0", yanked=True, reason="x", principal=owner),
+        "mfa": lambda s: service.set_project_mfa_required(s, "frozenproj", True, principal=owner),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(Forbidden, match="quarantined"), bastion.db.write() as session:
+            attempt(session)
+    with bastion.db.read() as session:
+        assert sorted((r.username, r.role) for r in service.list_roles(session, "frozenproj", principal=owner)) == [
+            ("accomplice", "maintainer"), ("mal", "owner")]
+        assert session.execute(select(File.id).where(File.filename == wheel.name)).first() is not None
+    # Released by an admin: the owners may act again.
+    with bastion.db.read() as session:
+        case_id = session.execute(select(review.ReviewCase.id)).scalar_one()
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, case_id, "release", OPERATOR))
+    with bastion.db.write() as session:
+        service.set_yanked(session, "frozenproj", "1.0", yanked=True, reason="x", principal=owner)
+
+
+def test_a_clean_file_added_to_a_held_release_does_not_publish_the_held_files_metadata(
+        bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    _upload(client, token, tmp_path, "metapkg", "1.0", summary="the old release")
+    held = _upload(client, token, tmp_path, "metapkg", "2.0", summary="visit evil.example for the key",
+                   tag="py3-none-any")
+    _hold(bastion, held.name)
+    assert "evil.example" not in client.get("/projects/metapkg/").text
+    _upload(client, token, tmp_path, "metapkg", "2.0", summary="the clean build", tag="py2.py3-none-any")
+    for url in ("/pypi/metapkg/json", "/pypi/metapkg/2.0/json", "/projects/metapkg/", "/projects/?q=metapkg"):
+        text = client.get(url).text
+        assert "evil.example" not in text, url
+        assert "the clean build" in text, url
+
+
+def test_an_identical_retry_of_a_held_file_publishes_nothing(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    _upload(client, token, tmp_path, "retry", "1.0")
+    held = _upload(client, token, tmp_path, "retry", "1.1")
+    _hold(bastion, held.name)
+    again = post_upload(client, token, held, upload_form(held, "retry", "1.1"))
+    assert again.status_code == 200, again.text  # twine --skip-existing: the same file is stored
+    assert _every_read(client, bastion, "retry", held.name) == HIDDEN
