@@ -232,3 +232,36 @@ def test_an_identical_retry_of_a_held_file_publishes_nothing(bastion: Bastion, c
     again = post_upload(client, token, held, upload_form(held, "retry", "1.1"))
     assert again.status_code == 200, again.text  # twine --skip-existing: the same file is stored
     assert _every_read(client, bastion, "retry", held.name) == HIDDEN
+
+
+@pytest.mark.parametrize("spelling", ["Evil.Pkg", "EVIL__pkg", "evilpkg", "evi1-pkg", "EviI-Pkg", "evil-pk9"])
+def test_a_banned_name_is_refused_in_any_confusable_spelling(bastion: Bastion, client, tmp_path: Path,
+                                                              spelling: str) -> None:
+    """The ban list uses the same fold as the check against existing projects (separators, l/i/1,
+    o/0): banning a removed malware project's name must not leave 'evilpkg' or 'evi1-pkg' open."""
+    token = make_user(bastion, "alice")
+    with bastion.db.write() as session:
+        review.set_name_rule(session, bastion, "evil-pkg", "ban", OPERATOR, "removed as malware")
+    directory = tmp_path / "w"
+    directory.mkdir()
+    wheel = make_wheel(directory, spelling, "1.0")
+    response = post_upload(client, token, wheel, upload_form(wheel, spelling, "1.0"))
+    if spelling == "evil-pk9":  # a different name (9 is no confusable of g): the ban does not reach it
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 400 and "prohibited" in response.text, response.text
+    with bastion.db.read() as session:
+        assert session.execute(select(Project.id)).first() is None
+
+
+def test_an_allowed_name_is_not_caught_by_the_ban_of_a_look_alike(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    with bastion.db.write() as session:
+        review.set_name_rule(session, bastion, "evil-pkg", "ban", OPERATOR, "removed as malware")
+        review.set_name_rule(session, bastion, "evilpkg", "allow", OPERATOR, "a different, known project")
+    for name, status in (("evilpkg", 200), ("evi1pkg", 400)):
+        directory = tmp_path / name
+        directory.mkdir()
+        wheel = make_wheel(directory, name, "1.0")
+        response = post_upload(client, token, wheel, upload_form(wheel, name, "1.0"))
+        assert response.status_code == status, (name, response.text)

@@ -65,7 +65,9 @@ def name_refusal(name: str, prohibited: frozenset[str] = frozenset()) -> str | N
         )
     if normalized in RESERVED_NAMES:
         return f"The name '{name}' isn't allowed: it is reserved by the index. Choose a different name."
-    if normalized in {normalize(p) for p in prohibited}:  # admins type names in any spelling
+    # Admins type names in any spelling; a ban also covers the name's confusables (the fold that
+    # refuses look-alikes of existing projects), or 'evilpkg' and 'evi1-pkg' would stay open.
+    if ultranormalize(name) in {ultranormalize(p) for p in prohibited}:
         return (
             f"The name '{name}' isn't allowed: an index admin has prohibited it. "
             "Choose a different name, or ask an admin if you believe this is wrong."

@@ -255,7 +255,8 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         # then retries the whole transaction once, and the retry finds the project.
         project = create_project(
             session, checked.metadata.name, user,
-            prohibited=frozenset(bastion.settings.prohibited_names) | banned_names(session), context=context,
+            prohibited=frozenset(bastion.settings.prohibited_names) | banned_names(session, checked.metadata.name),
+            context=context,
             secret=bastion.secret,
         )
         if resemblance is not None:  # name_policy = review: created, and queued for an admin

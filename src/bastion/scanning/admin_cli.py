@@ -231,8 +231,8 @@ def names_check(names: tuple[str, ...], data_dir: str | None) -> None:
     refused = 0
     try:
         with bastion.db.read() as session:
-            prohibited = frozenset(bastion.settings.prohibited_names) | banned_names(session)
             for name in names:
+                prohibited = frozenset(bastion.settings.prohibited_names) | banned_names(session, name)
                 refusal = new_project_refusal(session, name, prohibited)
                 resemblance = None if refusal else bastion.name_guard.check(session, name)
                 if refusal or resemblance:

@@ -112,7 +112,11 @@ def name_rule(session: Session, name: str) -> str | None:
     return session.execute(select(NameRule.rule).where(NameRule.normalized_name == normalize(name))).scalar()
 
 
-def banned_names(session: Session) -> frozenset[str]:
+def banned_names(session: Session, name: str | None = None) -> frozenset[str]:
+    """The banned names (a ban also refuses their confusable spellings). None apply to ``name``
+    when an admin allowed that very name: an allow rule lifts a ban's reach over a look-alike."""
+    if name is not None and name_rule(session, name) == "allow":
+        return frozenset()
     return frozenset(session.execute(select(NameRule.normalized_name).where(NameRule.rule == "ban")).scalars())
 
 
@@ -126,7 +130,7 @@ def check_new_name(bastion: Bastion, session: Session, name: str, user_id: int |
         return None  # the metadata check refuses it with packaging's own message
     # The plain rules first (stdlib, reserved, banned, confusable with an existing project): their
     # message is the more exact one; the transaction that creates the project checks them again.
-    refusal = new_project_refusal(session, name, frozenset(bastion.settings.prohibited_names) | banned_names(session))
+    refusal = new_project_refusal(session, name, frozenset(bastion.settings.prohibited_names) | banned_names(session, name))
     if refusal:
         raise UploadRejected(refusal)
     if bastion.settings.scan == "off":
