@@ -21,7 +21,8 @@ from bastion.scanning.result import Finding, ScanResult, Verdict
 from bastion.scanning.service import hold_file
 from bastion.services import Bastion
 from bastion.simple.render import refresh_project_pages
-from bastion.tuf.models import TufTarget
+from bastion.simple.models import RenderedPage
+from bastion.tuf.models import TufPageVersion, TufTarget
 from tests.conftest import make_user, post_upload, settle_tuf
 from tests.distbuilder import make_wheel, upload_form
 
@@ -265,3 +266,37 @@ def test_an_allowed_name_is_not_caught_by_the_ban_of_a_look_alike(bastion: Basti
         wheel = make_wheel(directory, name, "1.0")
         response = post_upload(client, token, wheel, upload_form(wheel, name, "1.0"))
         assert response.status_code == status, (name, response.text)
+
+
+def test_older_signed_pages_of_a_quarantined_project_are_not_served(bastion: Bastion, client, tmp_path: Path) -> None:
+    """TUF consistent snapshots keep each signed page version at ``<sha256>.index.html``; a
+    quarantined project's older versions list its files (names, hashes), so they are withheld until
+    the review ends; the current page (no files) stays reachable for TUF clients."""
+    token = make_user(bastion, "alice")
+    wheel = _upload(client, token, tmp_path, "oldpage", "1.0")
+    settle_tuf(bastion)
+    with bastion.db.read() as session:
+        old = [(path.rsplit("/", 1)[1], digest) for path, digest in session.execute(
+            select(TufPageVersion.path, TufPageVersion.sha256).where(TufPageVersion.path.startswith("simple/oldpage/"))
+        ).all()]
+    assert len(old) == 2
+    for page, digest in old:  # served (and cached) before the quarantine
+        response = client.get(f"/simple/oldpage/{digest}.{page}")
+        assert response.status_code == 200 and wheel.name in response.text
+    _quarantine(bastion, "oldpage")
+    for settled in (False, True):  # before and after the snapshot worker signed the new pages
+        if settled:
+            settle_tuf(bastion)
+        for page, digest in old:
+            assert client.get(f"/simple/oldpage/{digest}.{page}").status_code == 404, (settled, page)
+    with bastion.db.read() as session:
+        current = session.execute(select(RenderedPage.sha256).where(
+            RenderedPage.key == "simple/oldpage/index.html")).scalar_one()
+    response = client.get(f"/simple/oldpage/{current}.index.html")
+    assert response.status_code == 200 and wheel.name not in response.text
+    with bastion.db.read() as session:
+        case_id = session.execute(select(review.ReviewCase.id)).scalar_one()
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, case_id, "release", OPERATOR))
+    for page, digest in old:
+        assert client.get(f"/simple/oldpage/{digest}.{page}").status_code == 200

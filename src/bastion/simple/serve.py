@@ -147,7 +147,7 @@ class ReadAPI:
         self.files: dict[str, CachedFile] = {}
         self.accept_memo: dict[str | None, str | None] = {}
         self.marker = ChangeMarker(bastion.settings.changes_path)
-        self.keys_by_name: dict[str, set[str]] = {}
+        self.keys_by_name: dict[str, set[Any]] = {}
         self.empty_index = {
             rendered.key.rsplit(".", 1)[1]: CachedPage(
                 body=rendered.body, etag=etag_for(rendered.body)[1].encode(), content_type=rendered.content_type,
@@ -311,11 +311,22 @@ class ReadAPI:
         hit = self.pages.get(cache_key)
         if hit is None:
             with self.bastion.db.engine.connect() as conn:
-                found = conn.execute(select(TufPageVersion.body).where(
-                    TufPageVersion.path == key, TufPageVersion.sha256 == digest)).scalar()
-            if found is None:
+                row = conn.execute(select(TufPageVersion.body).where(
+                    TufPageVersion.path == key, TufPageVersion.sha256 == digest)).first()
+                # A quarantined project's older signed pages still list its files: only the page
+                # rendered now (which lists none) is served until the review ends.
+                if row is not None and len(parts) == 2 and conn.execute(
+                    select(Project.status).where(Project.normalized_name == parts[0])
+                ).scalar() == "quarantined" and conn.execute(
+                    select(RenderedPage.sha256).where(RenderedPage.key == key)
+                ).scalar() != digest:
+                    row = None
+            if row is None:
                 return await _plain(send, 404, b"Not Found: no signed version of that page has this hash\n")
+            found = row.body
             self.pages.put(cache_key, found, len(found) + 200)
+            if len(parts) == 2:  # evicted with the project's other pages when it changes
+                self.keys_by_name.setdefault(parts[0], set()).add(cache_key)
             body = found
         else:
             body = hit[0]
