@@ -300,3 +300,28 @@ def test_older_signed_pages_of_a_quarantined_project_are_not_served(bastion: Bas
         review.finish(bastion, review.decide_case(session, bastion, case_id, "release", OPERATOR))
     for page, digest in old:
         assert client.get(f"/simple/oldpage/{digest}.{page}").status_code == 200
+
+
+def test_releasing_a_quarantined_project_keeps_its_held_file_held(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    clean = _upload(client, token, tmp_path, "both", "1.0", summary="SUMMARY-OF-BOTH")
+    held = _upload(client, token, tmp_path, "both", "1.1")
+    file_case = _hold(bastion, held.name)
+    _quarantine(bastion, "both")
+    assert _every_read(client, bastion, "both", clean.name) == HIDDEN
+    for url in ("/projects/both/", "/projects/?q=both", "/simple/", "/pypi/both/1.0/json"):
+        assert "SUMMARY-OF-BOTH" not in client.get(url).text, url
+    # Neither a retry of a stored file nor a new one gets into a quarantined project.
+    assert post_upload(client, token, clean, upload_form(clean, "both", "1.0")).status_code == 403
+    assert post_upload(client, token, held, upload_form(held, "both", "1.1")).status_code == 403
+    with bastion.db.read() as session:
+        project_case = session.execute(select(review.ReviewCase.id).where(
+            review.ReviewCase.kind == "project")).scalar_one()
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, project_case, "release", OPERATOR))
+    assert _every_read(client, bastion, "both", clean.name)["file"] == "200"
+    assert _every_read(client, bastion, "both", held.name) == HIDDEN
+    assert client.get("/pypi/both/json").json()["info"]["version"] == "1.0"
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, file_case, "release", OPERATOR))
+    assert _every_read(client, bastion, "both", held.name)["file"] == "200"
