@@ -325,3 +325,23 @@ def test_releasing_a_quarantined_project_keeps_its_held_file_held(bastion: Basti
     with bastion.db.write() as session:
         review.finish(bastion, review.decide_case(session, bastion, file_case, "release", OPERATOR))
     assert _every_read(client, bastion, "both", held.name)["file"] == "200"
+
+
+def test_a_project_removed_as_malware_cannot_be_registered_again(bastion: Bastion, client, tmp_path: Path) -> None:
+    """remove-project frees the name (delete_project does), and another account could register it
+    at once and serve a new version to everyone who installs it by name: the decision bans it."""
+    token = make_user(bastion, "mallory")
+    wheel = _upload(client, token, tmp_path, "stealer", "1.0")
+    case_id = _hold(bastion, wheel.name)
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, case_id, "remove-project", OPERATOR, "stealer"))
+    sock = make_user(bastion, "sockpuppet")
+    for name in ("stealer", "Stea1er"):
+        directory = tmp_path / f"again-{name}"
+        directory.mkdir()
+        again = make_wheel(directory, name, "1.1")
+        response = post_upload(client, sock, again, upload_form(again, name, "1.1"))
+        assert response.status_code == 400 and "prohibited" in response.text, response.text
+    with bastion.db.read() as session:
+        rules = {r.normalized_name: r.rule for r in review.list_name_rules(session)}
+    assert rules == {"stealer": "ban"}

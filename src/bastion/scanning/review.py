@@ -388,6 +388,16 @@ def _remove_project(session: Session, bastion: Bastion, case: ReviewCase, princi
                     .values(state=CaseState.PROJECT_REMOVED.value if freeze else CaseState.REMOVED.value,
                             decided=utcnow(), decided_by=principal.username, decided_by_id=principal.user_id,
                             decision_note=f"closed with case #{case.id}"))
+    rule = session.get(NameRule, deletion.name) if freeze else None
+    if freeze and (rule is None or rule.rule != "ban"):
+        # Removed as malware: the name must not be free for another account to register and serve
+        # a new version to everyone who installs it by name (an admin may lift the ban).
+        if rule is None:
+            rule = NameRule(normalized_name=deletion.name)
+            session.add(rule)
+        rule.rule, rule.reason, rule.created_by = "ban", f"removed as malware (case #{case.id})", principal.username
+        _event(session, bastion, "name.ban", principal, f"name:{deletion.name}", context,
+               reason=f"removed as malware (case #{case.id})")
     summary = f"project {name} removed" + (f"; frozen: {', '.join(frozen)}" if frozen else "")
     return Outcome(serial=deletion.serial, blob_paths=deletion.blob_paths, messages=messages, summary=summary)
 
