@@ -16,6 +16,7 @@ from bastion.errors import Forbidden
 from bastion.events import CLI_CONTEXT
 from bastion.packaging import service
 from bastion.packaging.models import File, Project
+from bastion.packaging.names import is_valid_name, name_refusal
 from bastion.scanning import review
 from bastion.scanning.result import Finding, ScanResult, Verdict
 from bastion.scanning.service import hold_file
@@ -345,3 +346,23 @@ def test_a_project_removed_as_malware_cannot_be_registered_again(bastion: Bastio
     with bastion.db.read() as session:
         rules = {r.normalized_name: r.rule for r in review.list_name_rules(session)}
     assert rules == {"stealer": "ban"}
+
+
+@pytest.mark.parametrize("name", ["ev\u0131l-pkg", "evil-p\u017fg", "\u212aevil"])
+def test_a_name_with_a_non_ascii_look_alike_letter_is_refused(bastion: Bastion, client, tmp_path: Path,
+                                                              name: str) -> None:
+    """Python's re with IGNORECASE lets [A-Z] match the dotless i, the long s and the Kelvin sign,
+    so the index's own name check took 'evıl-pkg' for valid (and 'bastion names check' called it
+    ok beside the ban on 'evil-pkg'); packaging's metadata check refuses it at upload. Project
+    names are ASCII (PEP 508)."""
+    assert not is_valid_name(name) and name_refusal(name, frozenset({"evil-pkg"})) is not None
+    token = make_user(bastion, "alice")
+    with bastion.db.write() as session:
+        review.set_name_rule(session, bastion, "evil-pkg", "ban", OPERATOR, "removed as malware")
+    directory = tmp_path / "w"
+    directory.mkdir()
+    wheel = make_wheel(directory, name, "1.0", filename=f"{name.replace('-', '_')}-1.0-py3-none-any.whl")
+    response = post_upload(client, token, wheel, upload_form(wheel, name, "1.0"))
+    assert response.status_code == 400 and "is invalid for 'name'" in response.text, response.text
+    with bastion.db.read() as session:
+        assert session.execute(select(Project.id)).first() is None

@@ -46,7 +46,8 @@ def ultranormalize(name: str) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(_VALID_NAME.match(name)) and len(name) <= 200
+    # ASCII first: with IGNORECASE, [A-Z] also matches the dotless i, the long s and the Kelvin sign.
+    return name.isascii() and bool(_VALID_NAME.match(name)) and len(name) <= 200
 
 
 def name_refusal(name: str, prohibited: frozenset[str] = frozenset()) -> str | None:
