@@ -129,8 +129,12 @@ def test_a_quarantined_project_is_on_no_read_route(bastion: Bastion, client, tmp
     token = make_user(bastion, "alice")
     wheel = _upload(client, token, tmp_path, "qproj", "1.0")
     assert _every_read(client, bastion, "qproj", wheel.name)["file"] == "200"
+    f = _file(bastion, wheel.name)
+    etags = {url: client.get(url).headers["etag"] for url in (f"/{f.path}", f"/{f.path}.metadata", "/pypi/qproj/json")}
     _quarantine(bastion, "qproj")
     assert _every_read(client, bastion, "qproj", wheel.name) == HIDDEN
+    for url, etag in etags.items():  # a client revalidating what it fetched before gets no 304
+        assert client.get(url, headers={"If-None-Match": etag}).status_code == 404, url
     assert client.get("/pypi/qproj/1.0/json").status_code == 404
     settle_tuf(bastion)
     with bastion.db.read() as session:
