@@ -133,6 +133,9 @@ def test_a_quarantined_project_is_on_no_read_route(bastion: Bastion, client, tmp
     etags = {url: client.get(url).headers["etag"] for url in (f"/{f.path}", f"/{f.path}.metadata", "/pypi/qproj/json")}
     _quarantine(bastion, "qproj")
     assert _every_read(client, bastion, "qproj", wheel.name) == HIDDEN
+    for url, headers in (("/simple/", {}), ("/simple/", JSON), ("/simple/index.html", {}),
+                         ("/simple/index.json", {}), ("/projects/", {})):
+        assert "qproj" not in client.get(url, headers=headers).text, (url, headers)
     for url, etag in etags.items():  # a client revalidating what it fetched before gets no 304
         assert client.get(url, headers={"If-None-Match": etag}).status_code == 404, url
     assert client.get("/pypi/qproj/1.0/json").status_code == 404
