@@ -25,7 +25,7 @@ from bastion.simple.render import refresh_project_pages
 from bastion.simple.models import RenderedPage
 from bastion.tuf.models import TufPageVersion, TufTarget
 from tests.conftest import make_user, post_upload, settle_tuf
-from tests.distbuilder import make_wheel, upload_form
+from tests.distbuilder import make_sdist, make_wheel, upload_form
 
 FINDING = Finding(rule="install.exec-decoded", file="evil/__init__.py", line=3,
                   excerpt="exec(base64.b64decode(PAYLOAD))", why="runs a decoded payload at import",
@@ -373,3 +373,40 @@ def test_a_name_with_a_non_ascii_look_alike_letter_is_refused(bastion: Bastion, 
     assert response.status_code == 400 and "is invalid for 'name'" in response.text, response.text
     with bastion.db.read() as session:
         assert session.execute(select(Project.id)).first() is None
+
+
+def test_releasing_a_held_file_publishes_its_own_metadata(bastion: Bastion, client, tmp_path: Path) -> None:
+    """Two files of 2.0 held, the one whose metadata the release carries removed, the other
+    released: the release must show the released file's metadata, not the removed file's."""
+    token = make_user(bastion, "alice")
+    _upload(client, token, tmp_path, "twoheld", "1.0", summary="the old release")
+    kept = _upload(client, token, tmp_path, "twoheld", "2.0", summary="KEPT-SUMMARY")
+    kept_case = _hold(bastion, kept.name)
+    removed = _upload(client, token, tmp_path, "twoheld", "2.0", summary="REMOVED-SUMMARY", tag="py2.py3-none-any")
+    removed_case = _hold(bastion, removed.name)
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, removed_case, "remove", OPERATOR))
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, kept_case, "release", OPERATOR))
+    for url in ("/pypi/twoheld/json", "/pypi/twoheld/2.0/json", "/projects/twoheld/"):
+        text = client.get(url).text
+        assert "REMOVED-SUMMARY" not in text and "KEPT-SUMMARY" in text, url
+
+
+def test_releasing_a_held_sdist_publishes_its_own_metadata(bastion: Bastion, client, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    directory = tmp_path / "sdist"
+    directory.mkdir()
+    sdist = make_sdist(directory, "heldsdist", "2.0", metadata=(
+        "Metadata-Version: 2.1\nName: heldsdist\nVersion: 2.0\nSummary: SDIST-SUMMARY\n"))
+    response = post_upload(client, token, sdist, upload_form(sdist, "heldsdist", "2.0", filetype="sdist"))
+    assert response.status_code == 200, response.text
+    sdist_case = _hold(bastion, sdist.name)
+    removed = _upload(client, token, tmp_path, "heldsdist", "2.0", summary="REMOVED-SUMMARY")
+    removed_case = _hold(bastion, removed.name)
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, removed_case, "remove", OPERATOR))
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, sdist_case, "release", OPERATOR))
+    text = client.get("/pypi/heldsdist/2.0/json").text
+    assert "REMOVED-SUMMARY" not in text and "SDIST-SUMMARY" in text

@@ -338,10 +338,13 @@ def _release(session: Session, bastion: Bastion, case: ReviewCase, principal: Pr
         file = session.get(File, case.file_id) if case.file_id else None
         if file is None:
             raise Conflict(f"the file of case #{case.id} no longer exists")
-        file.quarantined = False
-        file.upload_time = utcnow()  # published as if just uploaded
         release = session.get(Release, file.release_id)
         assert release is not None
+        if session.execute(select(File.id).where(File.release_id == release.id, File.id != file.id,
+                                                 File.quarantined.is_(False)).limit(1)).first() is None:
+            _take_metadata_of(bastion, release, file)
+        file.quarantined = False
+        file.upload_time = utcnow()  # published as if just uploaded
         serial = journal(session, project, f"release quarantined file {file.filename}", version=release.version,
                          actor_id=principal.user_id)
         refresh_project_pages(session, project.id, versions=[release.version], index=False)
@@ -355,6 +358,34 @@ def _release(session: Session, bastion: Bastion, case: ReviewCase, principal: Pr
         what = "The whole project"
     messages = notifications.review_decided(session, project.id, what.lower(), "released (published)", case.decision_note)
     return Outcome(serial=serial, messages=messages, summary=f"{what} released (case #{case.id})")
+
+
+def _take_metadata_of(bastion: Bastion, release: Release, file: File) -> None:
+    """A release with no published file carries the metadata of whichever file created it, maybe
+    one still held or removed: the file released first gives it its own (read from the stored
+    artifact; left as it is if that cannot be read)."""
+    from packaging.metadata import parse_email
+
+    from bastion.packaging import archives
+
+    settings = bastion.settings
+    try:
+        if file.metadata_sha256:
+            local = bastion.blobs.local_path(file.path + ".metadata")
+            data = local.read_bytes() if local is not None else None
+        else:
+            local = bastion.blobs.local_path(file.path)
+            limits = archives.ArchiveLimits(
+                max_uncompressed=settings.max_uncompressed_size, max_ratio=settings.max_compression_ratio,
+                bomb_floor=settings.bomb_floor, max_members=settings.max_archive_members)
+            data = archives.inspect_sdist(local, file.filename, limits)[0] if local is not None else None
+    except (OSError, ServiceError, ValueError):
+        return
+    if data is None:
+        return
+    raw, _ = parse_email(data)
+    release.core_metadata = dict(raw)
+    release.requires_python = file.requires_python
 
 
 def _remove_file(session: Session, bastion: Bastion, case: ReviewCase, principal: Principal) -> Outcome:
