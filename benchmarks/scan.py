@@ -65,6 +65,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -380,7 +381,7 @@ def print_report(report: dict[str, Any]) -> None:
             out.print(f"  {f['file']} ({f['project']}): {f['verdict']} {f['score']} rules={','.join(f['rules'])}")
     if report.get("bastion_missed_malware"):
         out.print(f"[bold]Bastion, missed malicious files ({len(report['bastion_missed_malware'])}):[/bold] "
-                  + ", ".join(f"{m['file']} [{m['cluster']}]" for m in report["bastion_missed_malware"]))
+                  + ", ".join(escape(f"{m['file']} [{m['cluster']}]") for m in report["bastion_missed_malware"]))
     if report.get("bastion_slowest"):
         out.print("[bold]Bastion, slowest files:[/bold] " + ", ".join(
             f"{f['file']} ({f['size'] / 1e6:.1f} MB) {f['seconds']:.2f} s" for f in report["bastion_slowest"]))
