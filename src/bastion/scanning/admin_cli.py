@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.authz import OPERATOR
-from bastion.cli import _fail, _open, _send_now, data_dir_option, err, out
+from bastion.cli import _fail, _open, _run, _send_now, data_dir_option, err, out
 from bastion.errors import ServiceError
 from bastion.scanning import review
 
@@ -146,14 +146,8 @@ def review_quarantine(project_name: str, reason: str, data_dir: str | None) -> N
 @data_dir_option
 def review_trust(user_name: str, off: bool, data_dir: str | None) -> None:
     """Make USER a trusted reporter: their reports can quarantine a project on their own."""
-    bastion = _open(data_dir)
-    try:
-        with bastion.db.write() as session:
-            review.set_trusted_reporter(session, bastion, user_name, not off, OPERATOR)
-    except ServiceError as exc:
-        _fail(exc.message)
-    finally:
-        bastion.close()
+    _run(data_dir, lambda session, bastion: review.set_trusted_reporter(session, bastion, user_name, not off,
+                                                                        OPERATOR))
     out.print(f"{escape(user_name)} is {'no longer ' if off else ''}a trusted reporter", highlight=False)
 
 
@@ -163,14 +157,7 @@ def names_group() -> None:
 
 
 def _name_rule(data_dir: str | None, name: str, rule: str | None, reason: str) -> None:
-    bastion = _open(data_dir)
-    try:
-        with bastion.db.write() as session:
-            review.set_name_rule(session, bastion, name, rule, OPERATOR, reason)
-    except ServiceError as exc:
-        _fail(exc.message)
-    finally:
-        bastion.close()
+    _run(data_dir, lambda session, bastion: review.set_name_rule(session, bastion, name, rule, OPERATOR, reason))
 
 
 @names_group.command("ban")
