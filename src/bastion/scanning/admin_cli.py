@@ -4,6 +4,7 @@ operator (who holds the data dir and acts as an index admin)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -16,18 +17,26 @@ from bastion.errors import ServiceError
 from bastion.scanning import review
 
 
-def _decide(data_dir: str | None, case_id: int, action: str, note: str) -> None:
+def _apply(data_dir: str | None, action: Callable[[Any, Any], review.Outcome]) -> review.Outcome:
+    """Run ``action(session, bastion)`` in one write transaction and finish its outcome after
+    commit (blobs, change marker, notices sent at once); report ServiceErrors cleanly."""
     bastion = _open(data_dir)
     try:
         with bastion.db.write() as session:
-            outcome = review.decide_case(session, bastion, case_id, action, OPERATOR, note)
-        review.finish(bastion, review.Outcome(serial=outcome.serial, blob_paths=outcome.blob_paths))
-        _send_now(bastion, outcome.messages)
-        out.print(f"case #{case_id}: {escape(outcome.summary)}", highlight=False)
+            outcome = action(session, bastion)
+        review.finish(bastion, outcome, send=lambda messages: _send_now(bastion, messages))
+        return outcome
     except ServiceError as exc:
         _fail(exc.message)
+        raise  # unreachable: _fail exits
     finally:
         bastion.close()
+
+
+def _decide(data_dir: str | None, case_id: int, action: str, note: str) -> None:
+    outcome = _apply(data_dir, lambda session, bastion: review.decide_case(session, bastion, case_id, action,
+                                                                           OPERATOR, note))
+    out.print(f"case #{case_id}: {escape(outcome.summary)}", highlight=False)
 
 
 @click.group("review")
@@ -124,20 +133,12 @@ def review_quarantine(project_name: str, reason: str, data_dir: str | None) -> N
     """Hide a whole project at once (PEP 792 quarantined) and open a case for it."""
     from bastion.packaging.service import get_project
 
-    bastion = _open(data_dir)
-    try:
-        with bastion.db.write() as session:
-            review.require_reviewer(OPERATOR)
-            outcome = review.quarantine_project(session, bastion, get_project(session, project_name),
-                                                source="admin", summary=reason, principal=OPERATOR,
-                                                context=review.CLI_CONTEXT)
-        review.finish(bastion, review.Outcome(serial=outcome.serial))
-        _send_now(bastion, outcome.messages)
-        out.print(escape(outcome.summary), highlight=False)
-    except ServiceError as exc:
-        _fail(exc.message)
-    finally:
-        bastion.close()
+    def quarantine(session: Any, bastion: Any) -> review.Outcome:
+        review.require_reviewer(OPERATOR)
+        return review.quarantine_project(session, bastion, get_project(session, project_name), source="admin",
+                                         summary=reason, principal=OPERATOR, context=review.CLI_CONTEXT)
+
+    out.print(escape(_apply(data_dir, quarantine).summary), highlight=False)
 
 
 @review_group.command("trust")

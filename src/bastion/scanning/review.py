@@ -45,14 +45,16 @@ class Outcome:
     summary: str = ""
 
 
-def finish(bastion: Bastion, outcome: Outcome) -> None:
-    """Delete blobs, tell the readers, send the mail: after commit."""
+def finish(bastion: Bastion, outcome: Outcome,
+           send: Callable[[list[Message]], None] | None = None) -> None:
+    """Delete blobs, tell the readers, send the mail (``send``, default the server's background
+    ``send_mail``; the CLI, which runs no worker, sends at once): after commit."""
     from bastion.packaging.service import delete_blobs
 
     delete_blobs(bastion, outcome.blob_paths)
     if outcome.serial:
         bastion.notify_change(outcome.serial)
-    bastion.send_mail(outcome.messages)
+    (send or bastion.send_mail)(outcome.messages)
 
 
 def require_reviewer(principal: Principal | None) -> Principal:
