@@ -18,18 +18,14 @@ from bastion.packaging import service
 from bastion.packaging.models import File, Project
 from bastion.packaging.names import is_valid_name, name_refusal
 from bastion.scanning import review
-from bastion.scanning.result import Finding, ScanResult, Verdict
-from bastion.scanning.service import hold_file
 from bastion.services import Bastion
-from bastion.simple.render import refresh_project_pages
 from bastion.simple.models import RenderedPage
 from bastion.tuf.models import TufPageVersion, TufTarget
+from tests.unit.uploads import hold_stored
 from tests.conftest import make_user, post_upload, settle_tuf
 from tests.distbuilder import make_sdist, make_wheel, upload_form
 
-FINDING = Finding(rule="install.exec-decoded", file="evil/__init__.py", line=3,
-                  excerpt="exec(base64.b64decode(PAYLOAD))", why="runs a decoded payload at import",
-                  severity=9.0, category="execution")
+_hold = hold_stored
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
@@ -44,22 +40,6 @@ def _upload(client, token: str, tmp_path: Path, name: str, version: str, *, summ
     response = post_upload(client, token, wheel, upload_form(wheel, name, version))
     assert response.status_code == 200, response.text
     return wheel
-
-
-def _hold(bastion: Bastion, filename: str) -> int:
-    with bastion.db.write() as session:
-        file = session.execute(select(File).where(File.filename == filename)).scalar_one()
-        project = session.get(Project, file.project_id)
-        assert project is not None
-        result = ScanResult(filename=filename, sha256=file.sha256_digest, verdict=Verdict.QUARANTINE, score=9.0,
-                            findings=(FINDING,), rules_version="test")
-        case = hold_file(session, bastion, file, project, result, CLI_CONTEXT)
-        # As the upload that stores a held file does: a journal entry, the pages re-rendered.
-        serial = service.journal(session, project, "hold file", version=file.release.version)
-        refresh_project_pages(session, project.id, versions=[file.release.version])
-        case_id = case.id
-    bastion.notify_change(serial)
-    return case_id
 
 
 def _quarantine(bastion: Bastion, name: str) -> None:

@@ -20,16 +20,13 @@ from bastion.events import CLI_CONTEXT, Event
 from bastion.packaging.models import DeletedFilename, File, Project
 from bastion.scanning import review
 from bastion.scanning.models import CaseState, MalwareReport, ReviewCase
-from bastion.scanning.result import Finding, ScanResult, Verdict
-from bastion.scanning.service import hold_file, known_malicious
+from bastion.scanning.service import known_malicious
 from bastion.services import Bastion
-from bastion.simple.render import refresh_project_pages
 from tests.conftest import make_user, post_upload
+from tests.unit.uploads import FINDING, hold_stored
 from tests.distbuilder import make_wheel, upload_form
 
-FINDING = Finding(rule="install.exec-decoded", file="evil/__init__.py", line=3,
-                  excerpt="exec(base64.b64decode(PAYLOAD))", why="runs a decoded payload at import",
-                  severity=9.0, category="execution")
+_hold = hold_stored
 
 
 def _upload(client, token: str, tmp_path: Path, name: str, version: str):  # type: ignore[no-untyped-def]
@@ -38,21 +35,6 @@ def _upload(client, token: str, tmp_path: Path, name: str, version: str):  # typ
     response = post_upload(client, token, wheel, upload_form(wheel, name, version))
     assert response.status_code == 200, response.text
     return wheel
-
-
-def _hold(bastion: Bastion, filename: str) -> int:
-    """Put a stored file on hold as the upload path does for a quarantine verdict."""
-    with bastion.db.write() as session:
-        file = session.execute(select(File).where(File.filename == filename)).scalar_one()
-        project = session.get(Project, file.project_id)
-        assert project is not None
-        result = ScanResult(filename=filename, sha256=file.sha256_digest, verdict=Verdict.QUARANTINE, score=9.0,
-                            findings=(FINDING,), rules_version="test")
-        case = hold_file(session, bastion, file, project, result, CLI_CONTEXT)
-        refresh_project_pages(session, project.id, versions=[file.release.version])
-        case_id = case.id
-    bastion.notify_change(1 << 40)
-    return case_id
 
 
 def _visible(client, name: str, filename: str) -> dict[str, bool]:  # type: ignore[no-untyped-def]

@@ -24,11 +24,10 @@ from bastion.events import CLI_CONTEXT, Event
 from bastion.packaging import service
 from bastion.packaging.models import File, Project
 from bastion.scanning.models import MalwareReport, NameRule, ReviewCase
-from bastion.scanning.result import Finding, ScanResult, Verdict
-from bastion.scanning.service import hold_file
+from bastion.scanning.result import Finding
 from bastion.services import Bastion
 from bastion.settings import load_settings
-from bastion.simple.render import refresh_project_pages
+from tests.unit.uploads import hold_stored
 from tests.conftest import make_user, post_upload
 from tests.distbuilder import make_wheel, metadata_text, upload_form
 from tests.unit.test_web_pages import (
@@ -61,22 +60,13 @@ def hold(bastion: Bastion, name: str, version: str) -> int:
         file = session.execute(select(File).where(File.project_id == project.id)
                                .order_by(File.id.desc())).scalars().first()
         assert file is not None
-        result = ScanResult(
-            filename=file.filename, sha256=file.sha256_digest, verdict=Verdict.QUARANTINE, score=8.5,
-            findings=(
-                Finding(rule="network.raw-ip-url", file="evil/__init__.py", line=4, excerpt="http://203.0.113.9/c2",
-                        why="sends data to a hard-coded address", severity=4.0, category="network"),
-                Finding(rule="install.exec-decoded", file="evil/__init__.py", line=3, excerpt=EXCERPT,
-                        why="decodes a hidden payload and runs it at import", severity=8.0, category="execution"),
-            ),
-            rules_version="test-rules-1",
-        )
-        case = hold_file(session, bastion, file, project, result, CLI_CONTEXT)
-        serial = service.journal(session, project, f"hold {file.filename}", version=version)
-        refresh_project_pages(session, project.id, versions=[version])
-        case_id = case.id
-    bastion.notify_change(serial)
-    return case_id
+        filename = file.filename
+    return hold_stored(bastion, filename, (
+        Finding(rule="network.raw-ip-url", file="evil/__init__.py", line=4, excerpt="http://203.0.113.9/c2",
+                why="sends data to a hard-coded address", severity=4.0, category="network"),
+        Finding(rule="install.exec-decoded", file="evil/__init__.py", line=3, excerpt=EXCERPT,
+                why="decodes a hidden payload and runs it at import", severity=8.0, category="execution"),
+    ), score=8.5, rules_version="test-rules-1")
 
 
 def case_state(bastion: Bastion, case_id: int) -> tuple[str, str | None, str | None]:

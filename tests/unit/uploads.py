@@ -1,6 +1,6 @@
 """Helpers for the POST /legacy/ tests (test_upload_checks.py, test_archives.py, test_names.py):
 an upload that must be accepted, one that must be refused and leave nothing behind, and the JSON
-simple page of a project.
+simple page of a project; and a stored file put on hold as the scanner would (the review tests).
 
 Users and tokens come from ``tests.conftest.make_user`` / ``make_token``.
 """
@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from bastion.http import reason_phrase
+from bastion.scanning.result import Finding, ScanResult, Verdict
 from bastion.services import Bastion
 from tests.conftest import post_upload, snapshot_state
 from tests.distbuilder import upload_form
@@ -47,3 +48,35 @@ def simple_json(client, name: str) -> dict:  # type: ignore[no-untyped-def]
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith(SIMPLE_JSON)
     return json.loads(response.content)
+
+
+FINDING = Finding(rule="install.exec-decoded", file="evil/__init__.py", line=3,
+                  excerpt="exec(base64.b64decode(PAYLOAD))", why="runs a decoded payload at import",
+                  severity=9.0, category="execution")
+
+
+def hold_stored(bastion: Bastion, filename: str, findings: tuple[Finding, ...] = (FINDING,), *,
+                score: float = 9.0, rules_version: str = "test") -> int:
+    """Put a stored file on hold as the upload path does for a quarantine verdict (the case, a
+    journal entry, the pages re-rendered, the readers told); the case id."""
+    from sqlalchemy import select
+
+    from bastion.events import CLI_CONTEXT
+    from bastion.packaging.models import File, Project
+    from bastion.packaging.service import journal
+    from bastion.scanning.service import hold_file
+    from bastion.simple.render import refresh_project_pages
+
+    with bastion.db.write() as session:
+        file = session.execute(select(File).where(File.filename == filename)).scalar_one()
+        project = session.get(Project, file.project_id)
+        assert project is not None
+        result = ScanResult(filename=filename, sha256=file.sha256_digest, verdict=Verdict.QUARANTINE, score=score,
+                            findings=findings, rules_version=rules_version)
+        case = hold_file(session, bastion, file, project, result, CLI_CONTEXT)
+        version = file.release.version
+        serial = journal(session, project, f"hold {filename}", version=version)
+        refresh_project_pages(session, project.id, versions=[version])
+        case_id = case.id
+    bastion.notify_change(serial)
+    return case_id
