@@ -170,6 +170,7 @@ def _pg_module_database() -> Iterator[Engine]:
     """One migrated PostgreSQL database for the tests of a module, which ``database_url`` empties
     before each of them."""
     import bastion.accounts.models  # noqa: F401  (every table in Base.metadata)
+    import bastion.advisories.models  # noqa: F401
     import bastion.events  # noqa: F401
     import bastion.insights.models  # noqa: F401
     import bastion.packaging.models  # noqa: F401

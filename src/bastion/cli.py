@@ -375,15 +375,15 @@ def project_require_2fa(project_name: str, off: bool, data_dir: str | None) -> N
 
 
 @main.group()
-def audit() -> None:
-    """The hash-chained audit log."""
+def events() -> None:
+    """The hash-chained audit log (its events: who did what, when)."""
 
 
-@audit.command("verify")
+@events.command("verify")
 @click.option("--anchor", default=None, metavar="ID:HASH",
-              help="An event id and hash noted earlier (bastion audit head): also catches removal of the newest events.")
+              help="An event id and hash noted earlier (bastion events head): also catches removal of the newest events.")
 @data_dir_option
-def audit_verify(anchor: str | None, data_dir: str | None) -> None:
+def events_verify(anchor: str | None, data_dir: str | None) -> None:
     """Recompute the audit chain; exit 1 naming the first event altered or removed."""
     from bastion.events import verify_chain
 
@@ -391,7 +391,7 @@ def audit_verify(anchor: str | None, data_dir: str | None) -> None:
     if anchor is not None:
         ident, sep, digest = anchor.partition(":")
         if not sep or not ident.isdigit() or len(digest) != 64:
-            _fail(f"invalid --anchor {anchor!r}: use ID:HASH as printed by `bastion audit head`", 2)
+            _fail(f"invalid --anchor {anchor!r}: use ID:HASH as printed by `bastion events head`", 2)
         anchored = (int(ident), digest)
 
     bastion = _open(data_dir)
@@ -406,9 +406,9 @@ def audit_verify(anchor: str | None, data_dir: str | None) -> None:
     _fail(f"audit chain broken at event {report.first_problem_id}: {report.problem}", 1)
 
 
-@audit.command("head")
+@events.command("head")
 @data_dir_option
-def audit_head(data_dir: str | None) -> None:
+def events_head(data_dir: str | None) -> None:
     """Print the newest event's ID:HASH, to keep somewhere else as an anchor."""
     from sqlalchemy import select
 

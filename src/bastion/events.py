@@ -165,7 +165,7 @@ def verify_chain(session: Session, *, anchor: tuple[int, str] | None = None, bat
 
     An altered event fails its own hash; an altered event whose hash was recomputed, or a removed
     event, breaks the link of the event after it. The newest events can only be checked against
-    an ``anchor`` (id, hash) noted earlier (``bastion audit head``): a removal there leaves no link.
+    an ``anchor`` (id, hash) noted earlier (``bastion events head``): a removal there leaves no link.
     """
     previous_hash = GENESIS_HASH
     previous_id: int | None = None

@@ -165,7 +165,7 @@ def test_a_critical_projects_owner_needs_2fa_to_upload(server: LiveServer, same_
                    "token.used", "file.uploaded"):
         assert action in actions, (action, actions)
     assert actions[-1] == "file.uploaded" and actions[-2] == "token.used"  # the accepted upload, last
-    verified = server.cli_ok("audit", "verify")
+    verified = server.cli_ok("events", "verify")
     assert verified.stdout.startswith(f"audit chain verified: {len(actions)} events"), describe(verified)
 
 

@@ -1,5 +1,5 @@
 """The audit log of issue 3: every action the issue names leaves an event, done through the web
-pages, the package API and the CLI; ``bastion audit verify`` (a subprocess, as an operator runs
+pages, the package API and the CLI; ``bastion events verify`` (a subprocess, as an operator runs
 it) passes on that real log and names the event where it was tampered with; each user sees their
 own history, and only theirs.
 
@@ -226,14 +226,14 @@ def test_every_security_relevant_action_leaves_an_event(log: Log) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# bastion audit verify
+# bastion events verify
 # ---------------------------------------------------------------------------------------------
 
 def test_audit_verify_passes_on_the_real_log(log: Log) -> None:
     events = _events(log)
     head = f"{events[-1].id}:{events[-1].hash}"
-    verified, shown, anchored = log.cli_many(("audit", "verify"), ("audit", "head"),
-                                             ("audit", "verify", "--anchor", head))
+    verified, shown, anchored = log.cli_many(("events", "verify"), ("events", "head"),
+                                             ("events", "verify", "--anchor", head))
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout == f"audit chain verified: {len(events)} events, head {head}\n"
     assert shown.returncode == 0 and shown.stdout == head + "\n"
@@ -251,7 +251,7 @@ def test_an_altered_event_is_named(log: Log) -> None:
     target = next(e for e in events if e.action == "role.granted")
     with log.bastion.db.write() as session:
         session.execute(update(Event).where(Event.id == target.id).values(details={"user": "mallory", "role": "owner"}))
-    message = _broken(log.cli("audit", "verify"))
+    message = _broken(log.cli("events", "verify"))
     assert message.startswith(f"error: audit chain broken at event {target.id}: event {target.id} (role.granted, "), \
         message
     assert "was altered: its contents no longer match its hash" in message
@@ -263,7 +263,7 @@ def test_a_deleted_event_is_named_by_the_next_one(log: Log) -> None:
     gone, after, before = events[index], events[index + 1], events[index - 1]
     with log.bastion.db.write() as session:
         session.execute(delete(Event).where(Event.id == gone.id))
-    message = _broken(log.cli("audit", "verify"))
+    message = _broken(log.cli("events", "verify"))
     assert message == (f"error: audit chain broken at event {after.id}: event {after.id} ({after.action}) does not "
                        f"link to event {before.id}: an event between them was removed, or event {before.id} was "
                        "altered")
@@ -278,7 +278,7 @@ def test_an_altered_event_with_a_recomputed_hash_is_caught_at_the_next(log: Log)
     with log.bastion.db.write() as session:
         session.execute(update(Event).where(Event.id == target.id).values(
             details={"forged": True}, action="mfa.totp_checked", hash=new_hash))
-    message = _broken(log.cli("audit", "verify"))
+    message = _broken(log.cli("events", "verify"))
     assert message.startswith(f"error: audit chain broken at event {following.id}: event {following.id} "
                               f"({following.action}) does not link to event {target.id}"), message
 
@@ -286,11 +286,11 @@ def test_an_altered_event_with_a_recomputed_hash_is_caught_at_the_next(log: Log)
 def test_removing_the_newest_event_is_caught_only_with_an_anchor(log: Log) -> None:
     events = _events(log)
     newest = events[-1]
-    anchor = log.cli("audit", "head").stdout.strip()
+    anchor = log.cli("events", "head").stdout.strip()
     assert anchor == f"{newest.id}:{newest.hash}"
     with log.bastion.db.write() as session:
         session.execute(delete(Event).where(Event.id == newest.id))
-    unanchored, anchored = log.cli_many(("audit", "verify"), ("audit", "verify", "--anchor", anchor))
+    unanchored, anchored = log.cli_many(("events", "verify"), ("events", "verify", "--anchor", anchor))
     assert unanchored.returncode == 0, unanchored.stderr  # nothing links to the newest event
     assert f"{len(events) - 1} events" in unanchored.stdout
     message = _broken(anchored)
@@ -314,12 +314,12 @@ def test_a_rewritten_newest_event_does_not_match_its_anchor(log: Log) -> None:
 def test_a_malformed_anchor_is_refused(tmp_path: Path) -> None:
     """Checked before the data dir is opened: no database needed."""
     anchors = ["12", "5:" + "a" * 63]
-    procs = [subprocess.Popen([BASTION, "audit", "verify", "--anchor", anchor, "--data-dir", str(tmp_path)],
+    procs = [subprocess.Popen([BASTION, "events", "verify", "--anchor", anchor, "--data-dir", str(tmp_path)],
                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for anchor in anchors]
     for anchor, proc in zip(anchors, procs):
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 2, (anchor, stderr)
-        assert f"invalid --anchor '{anchor}': use ID:HASH as printed by `bastion audit head`" in " ".join(
+        assert f"invalid --anchor '{anchor}': use ID:HASH as printed by `bastion events head`" in " ".join(
             stderr.split()), anchor
     assert not any(tmp_path.iterdir())  # nothing created
 

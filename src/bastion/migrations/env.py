@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import bastion.accounts.models  # noqa: F401  (registers tables)
+import bastion.advisories.models  # noqa: F401
 import bastion.events  # noqa: F401
 import bastion.insights.models  # noqa: F401
 import bastion.packaging.models  # noqa: F401

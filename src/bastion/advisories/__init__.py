@@ -1,0 +1,1 @@
+"""Vulnerability advisories: OSV ingest, range matching, audit, the OSV query endpoint, applications."""
