@@ -42,6 +42,11 @@ class Permission(enum.StrEnum):
     ban list; grant the trusted-reporter role; rescan."""
     REPORT_MALWARE = "report_malware"
     """Report a project as malicious (anyone signed in)."""
+    MANAGE_APPLICATION = "manage_application"
+    """Register an application's dependency list, read, change or remove it (its owner, or an
+    admin); ``target_user_id`` is the application's owner, None for a new application."""
+    IMPORT_ADVISORIES = "import_advisories"
+    """Import vulnerability advisories (admins)."""
 
 
 PROJECT_PERMISSIONS = frozenset(
@@ -167,12 +172,16 @@ def _decide_by_role(principal: Principal, permission: Permission, *, project: st
         )
     if permission is Permission.REPORT_MALWARE:
         return ALLOW  # anyone signed in; the principal is known (not None) here
+    if permission is Permission.MANAGE_APPLICATION:
+        if principal.is_admin or target_user_id is None or target_user_id == principal.user_id:
+            return ALLOW
+        return Decision(False, "only the application's owner or an index admin may do this")
     if permission is Permission.MANAGE_TOKENS:
         if principal.is_admin or (target_user_id is not None and target_user_id == principal.user_id):
             return ALLOW
         return Decision(False, "you can manage only your own API tokens")
     if permission in (Permission.CREATE_USER, Permission.SET_ADMIN, Permission.SET_POLICY, Permission.VIEW_ALL_EVENTS,
-                      Permission.REVIEW_MALWARE):
+                      Permission.REVIEW_MALWARE, Permission.IMPORT_ADVISORIES):
         if principal.is_admin:
             return ALLOW
         return Decision(False, "only an index admin may do this")

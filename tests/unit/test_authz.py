@@ -266,6 +266,8 @@ ACCOUNT_RULES: dict[Permission, str] = {
     Permission.VIEW_ALL_EVENTS: "admin",
     Permission.REVIEW_MALWARE: "admin",
     Permission.REPORT_MALWARE: "anyone",
+    Permission.IMPORT_ADVISORIES: "admin",
+    Permission.MANAGE_APPLICATION: "new, self or admin",
 }
 
 
@@ -295,6 +297,8 @@ def _expected(permission: Permission, who: str, role: str | None, scope: frozens
         return True
     if ACCOUNT_RULES[permission] == "anyone":
         return True
+    if ACCOUNT_RULES[permission] == "new, self or admin":
+        return target in (None, USER_ID)
     return ACCOUNT_RULES[permission] == "self or admin" and target == USER_ID
 
 
