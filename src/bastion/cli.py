@@ -493,6 +493,7 @@ def _register_commands() -> None:
 
     from bastion.scanning.admin_cli import names_group, review_group
     from bastion.scanning.cli import scan_command
+    from bastion.advisories.cli import advisories_group
 
     main.add_command(tuf)
     main.add_command(review_group)
@@ -500,6 +501,7 @@ def _register_commands() -> None:
     main.add_command(verify_proxy)
     main.add_command(download)
     main.add_command(scan_command)
+    main.add_command(advisories_group)
 
 
 _register_commands()

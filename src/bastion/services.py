@@ -62,6 +62,11 @@ class Bastion:
             # Hourly, though the work is daily: it is idempotent, and a server restarted more often
             # than daily would otherwise never reach its first run.
             self.tasks.every("daily_insights", timedelta(hours=1), lambda: daily_insights(self))
+            if self.settings.advisories_source is not None:
+                from bastion.advisories.ingest import scheduled_import
+
+                self.tasks.every("advisories_import", self.settings.duration("advisories_interval"),
+                                 lambda: scheduled_import(self))
             self._start_tuf()
         self.tasks.start()
 

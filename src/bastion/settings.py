@@ -207,6 +207,13 @@ class Settings:
     report_quarantine_age: str = "24h"
     """A trusted reporter's report quarantines a project younger than this at once."""
 
+    advisories_source: Path | None = None
+    """Where the scheduled task re-imports OSV advisories from (a PyPA advisory-database checkout,
+    a directory or zip of OSV JSON); empty: no scheduled import (``bastion advisories import``)."""
+
+    advisories_interval: str = "6h"
+    """How often the scheduled task re-imports ``advisories_source``."""
+
     @property
     def tuf_keys_dir(self) -> Path:
         """Where ``bastion serve`` keeps a development key set and ``bastion tuf init`` writes keys."""
@@ -372,6 +379,11 @@ def validate(settings: Settings) -> None:
             f"BASTION_POPULAR_NAMES names {settings.popular_names}, which is not a file: give a CSV of "
             "'download_count,project' rows, or leave it empty for the list shipped with Bastion"
         )
+    if settings.advisories_source is not None and not settings.advisories_source.exists():
+        raise SettingsError(
+            f"BASTION_ADVISORIES_SOURCE names {settings.advisories_source}, which does not exist: give a "
+            "checkout of the PyPA advisory database, a directory or zip of OSV JSON, or leave it empty"
+        )
     if settings.tuf_bins not in TUF_BIN_COUNTS:
         raise SettingsError(
             f"invalid value {settings.tuf_bins} for BASTION_TUF_BINS: use a power of two from 2 to 16384 "
@@ -380,7 +392,7 @@ def validate(settings: Settings) -> None:
     for name in ("critical_window", "session_lifetime", "reauth_window", "download_flush_interval",
                  "tuf_window", "tuf_timestamp_expiry", "tuf_snapshot_expiry", "tuf_bins_expiry",
                  "tuf_targets_expiry", "tuf_root_expiry", "tuf_refresh_interval", "tuf_gc_grace",
-                 "report_quarantine_age"):
+                 "report_quarantine_age", "advisories_interval"):
         parse_duration(getattr(settings, name), what=f"BASTION_{name.upper()}")
     for name in ("login_attempts", "mfa_attempts"):
         parse_rate(getattr(settings, name), what=f"BASTION_{name.upper()}")

@@ -88,6 +88,10 @@ def _notify_upload(bastion: Bastion, outcome: UploadOutcome, actor: str) -> None
             messages = service.upload_notifications(session, outcome.project, outcome.filename, outcome.version,
                                                     actor)
         bastion.send_mail(messages)
+        if outcome.alerts is not None:
+            from bastion.advisories.alerts import deliver
+
+            deliver(bastion, outcome.alerts)
     except Exception:  # noqa: BLE001  (the file is stored: a notice that failed is logged, not a 500)
         log.exception("upload notices for %s not sent", outcome.filename)
 

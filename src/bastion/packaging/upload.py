@@ -43,6 +43,8 @@ from bastion.scanning.service import (
 from bastion.accounts.policy import mfa_policy, new_project_requires_mfa
 from bastion.packaging.service import authorize, create_project, find_project, journal, project_access
 from bastion.services import Bastion
+from bastion.advisories.alerts import Alerts, collect_alerts
+from bastion.advisories.ingest import match_release
 from bastion.simple.render import refresh_project_pages
 
 if TYPE_CHECKING:
@@ -81,6 +83,8 @@ class UploadOutcome:
     held: list[str] | None = None
     """Set when the scanner quarantined the file: the reasons (the maintainers are told)."""
     project_id: int = 0
+    alerts: Alerts | None = None
+    """Advisories that match the new release: who to tell, after commit (advisories.alerts.deliver)."""
 
 
 @dataclass(frozen=True)
@@ -317,9 +321,12 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
                  subject=f"project:{project.normalized_name}", context=context, secret=bastion.secret,
                  details={"filename": checked.filename, "version": release.version,
                           "sha256": checked.digests["sha256_digest"], "token_id": principal.token_id})
+    new_matches = match_release(session, release.id)  # before rendering: the JSON API lists them
     refresh_project_pages(session, project.id, versions=[release.version], index=new_project)
+    alerts = collect_alerts(session, bastion, new_matches) if new_matches else None
     return UploadOutcome(created=True, project=project.normalized_name, version=release.version,
-                         filename=checked.filename, serial=serial, held=held, project_id=project.id)
+                         filename=checked.filename, serial=serial, held=held, project_id=project.id,
+                         alerts=alerts)
 
 
 def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form: Mapping[str, str],

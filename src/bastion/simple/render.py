@@ -72,6 +72,9 @@ class ReleaseView:
     requires_python: str | None
     core_metadata: dict[str, Any] | None = None
     files: list[FileView] = field(default_factory=list)
+    vulnerabilities: list[dict[str, Any]] = field(default_factory=list)
+    """PyPI's JSON API entries of the advisories stored as matching this release (loaded for the
+    releases whose JSON pages are rendered)."""
 
 
 @dataclass
@@ -317,7 +320,7 @@ def render_json_project(project: ProjectView) -> Page | None:
         "last_serial": project.last_serial,
         "releases": releases,
         "urls": [_json_file(f, latest) for f in latest.files],
-        "vulnerabilities": [],
+        "vulnerabilities": latest.vulnerabilities,
     }
     return Page(json_project_key(project.normalized_name), JSON_TYPE, _dumps(document))
 
@@ -327,7 +330,7 @@ def render_json_release(project: ProjectView, release: ReleaseView) -> Page:
         "info": _info(project, release),
         "last_serial": project.last_serial,
         "urls": [_json_file(f, release) for f in release.files],
-        "vulnerabilities": [],
+        "vulnerabilities": release.vulnerabilities,
     }
     return Page(json_release_key(project.normalized_name, release.version), JSON_TYPE, _dumps(document))
 
@@ -403,12 +406,18 @@ def load_project_for_render(session: Session, project_id: int) -> ProjectView:
 
 
 def _load_core_metadata(session: Session, releases: list[ReleaseView]) -> None:
+    """Load what the JSON API shows beyond the columns: metadata and stored vulnerability matches."""
+    from bastion.advisories.query import stored_matches
+
     missing = {r.id: r for r in releases if r.core_metadata is None}
     if missing:
         for release_id, metadata in session.execute(
             select(Release.id, Release.core_metadata).where(Release.id.in_(list(missing)))
         ):
             missing[release_id].core_metadata = metadata
+        matches = stored_matches(session, list(missing), include_withdrawn=True)
+        for release_id, views in matches.items():
+            missing[release_id].vulnerabilities = [view.pypi_json() for view in views]
 
 
 def refresh_project_pages(
