@@ -89,7 +89,7 @@ def list_command(project: str | None, vulnerable: bool, data_dir: str | None) ->
                 names.setdefault(advisory_id, []).append(name)
             counts = dict(session.execute(
                 select(VulnerabilityMatch.advisory_id, func.count()).group_by(VulnerabilityMatch.advisory_id)
-            ).tuples().all())
+            ).all())
     finally:
         bastion.close()
     table = Table("ID", "Aliases", "Projects", "Releases here", "Modified", "Status")
@@ -128,7 +128,8 @@ def show_command(advisory_id: str, data_dir: str | None) -> None:
             assert advisory is not None
             entries = session.execute(select(AdvisoryPackage).where(AdvisoryPackage.advisory_id == advisory.id)).scalars().all()
             matched = session.execute(
-                select(Project.name, Release.version).join(Release, Release.id == VulnerabilityMatch.release_id)
+                select(Project.name, Release.version).select_from(VulnerabilityMatch)
+                .join(Release, Release.id == VulnerabilityMatch.release_id)
                 .join(Project, Project.id == Release.project_id).where(VulnerabilityMatch.advisory_id == advisory.id)
                 .order_by(Project.name, Release.id)
             ).all()

@@ -82,7 +82,7 @@ class ImportSummary:
     matches_removed: int = 0
     problems: list[Problem] = field(default_factory=list)
     projects: set[str] = field(default_factory=set)
-    """Projects of this index whose matches changed."""
+    """Projects of this index whose vulnerability data changed (their pages were re-rendered)."""
     seconds: float = 0.0
     import_id: int | None = None
     serial: int = 0
@@ -200,7 +200,7 @@ def _project_releases(session: Session, names: Iterable[str]) -> dict[str, tuple
     found: dict[str, tuple[int, list[tuple[int, str]]]] = {}
     ids = dict(session.execute(
         select(Project.normalized_name, Project.id).where(Project.normalized_name.in_(names))
-    ).tuples().all())
+    ).all())
     for name, project_id in ids.items():
         found[name] = (project_id, [])
     by_id = {project_id: name for name, project_id in ids.items()}
@@ -214,7 +214,8 @@ def _project_releases(session: Session, names: Iterable[str]) -> dict[str, tuple
 
 def rematch_advisories(session: Session, advisory_ids: Iterable[str]) -> tuple[list[NewMatch], int, set[int]]:
     """Recompute the stored matches of ``advisory_ids`` against every release of the projects they
-    name. Returns (the matches added, how many were removed, the ids of projects whose matches changed)."""
+    name. Returns (the matches added, how many were removed, the ids of the projects matched
+    before or after: their pages must be re-rendered)."""
     ids = set(advisory_ids)
     if not ids:
         return [], 0, set()
@@ -252,8 +253,10 @@ def rematch_advisories(session: Session, advisory_ids: Iterable[str]) -> tuple[l
             {"release_id": m.release_id, "advisory_id": m.advisory_id, "project_id": m.project_id, "matched": now}
             for m in added
         ])
-    changed = {m.project_id for m in added} | {existing[key] for key in gone}
-    return added, len(gone), changed
+    # Every project the advisories touch, before or after: its pages show their text (summary,
+    # withdrawn date, fixed versions), which an update may change without changing a match.
+    touched = set(existing.values()) | set(wanted.values())
+    return added, len(gone), touched
 
 
 def match_release(session: Session, release_id: int) -> list[NewMatch]:

@@ -117,7 +117,7 @@ def entries_for(session: Session, name: str) -> list[tuple[Advisory, AdvisoryPac
     return list(session.execute(
         select(Advisory, AdvisoryPackage).join(AdvisoryPackage, AdvisoryPackage.advisory_id == Advisory.id)
         .where(AdvisoryPackage.normalized_name == normalized)
-    ).tuples())
+    ).all())
 
 
 def advisories_affecting(session: Session, name: str, version: str, *,
@@ -146,7 +146,7 @@ def stored_matches(session: Session, release_ids: Iterable[int], *,
         .join(Advisory, Advisory.id == VulnerabilityMatch.advisory_id)
         .join(Release, Release.id == VulnerabilityMatch.release_id)
         .where(VulnerabilityMatch.release_id.in_(ids))
-    ).tuples().all()
+    ).all()
     if not include_withdrawn:
         rows = [row for row in rows if row[2].withdrawn is None]
     if not rows:
@@ -174,7 +174,7 @@ def _project_names(session: Session, project_ids: set[int]) -> dict[int, str]:
 
     return dict(session.execute(
         select(Project.id, Project.normalized_name).where(Project.id.in_(project_ids))
-    ).tuples().all())
+    ).all())
 
 
 def project_matches(session: Session, project_id: int, *, include_withdrawn: bool = False) -> dict[int, list[AdvisoryView]]:
