@@ -144,6 +144,8 @@ SQLITE_ONLY_REFUSALS: dict[str, tuple[tuple[str, ...], str | None, int, str]] = 
     "bad expiry": (("token", "create", "--user", "alice", "--expires", "30x"), None, 2, "invalid --expires '30x'"),
     "unknown role": (("project", "add-role", "cli-proj", "alice", "admin"), None, 2,
                      "'admin' is not one of 'owner', 'maintainer'"),
+    "advisories import, missing source": (("advisories", "import", "/nonexistent/advisories"), None, 2,
+                                          "/nonexistent/advisories does not exist: give a directory in the PyPA"),
 }
 
 
@@ -175,6 +177,8 @@ def test_refusals_leave_nothing_changed(data_dir: Path, database_url: str, backe
                                         "'bad name!' is not a valid project name"),
             "names clear, no rule": (("names", "clear", "nothing-here"), None, 1,
                                      "no rule for the name 'nothing-here'"),
+            "advisories show, unknown id": (("advisories", "show", "NOPE-1"), None, 1,
+                                            "no advisory 'NOPE-1' is stored: import advisories first"),
         }
         if backend == "sqlite":  # refusals that do not depend on the database: one backend is enough
             refusals.update(SQLITE_ONLY_REFUSALS)

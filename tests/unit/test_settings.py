@@ -116,6 +116,9 @@ BAD_VALUES = {
     "toml: number for a list": ("toml", "prohibited_names", "5", "list"),
     "toml: number for text": ("toml", "public_url", "5", "text"),
     "toml: table for a path": ("toml", "blob_dir", "{ a = 1 }", "text"),
+    "env: advisories source missing": ("env", "advisories_source", "/nonexistent/advisory-database",
+                                       "which does not exist: give a checkout of the PyPA advisory database"),
+    "env: bad advisories interval": ("env", "advisories_interval", "often", "use a whole number and a unit"),
 }
 
 

@@ -308,3 +308,19 @@ def test_an_import_killed_half_way_leaves_whole_records_and_can_be_run_again(bas
     assert without_rows == 0
     summary = import_path(bastion, SNAPSHOT)
     assert summary.unchanged == stored and summary.added == 2661 - stored and summary.skipped == 0
+
+
+def test_the_scheduled_task_reimports_the_configured_source(bastion_with, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tree = tmp_path / "db"
+    _pysec(tree, 1)
+    instance, _client = bastion_with(advisories_source=str(tree), advisories_interval="1h")
+    tasks = {task.name: task.interval.total_seconds() for task in instance.tasks.periodic_tasks()}
+    assert tasks["advisories_import"] == 3600
+    instance.tasks.run_now("advisories_import")
+    _pysec(tree, 2)
+    instance.tasks.run_now("advisories_import")
+    with instance.db.read() as session:
+        runs = session.execute(select(AdvisoryImport).order_by(AdvisoryImport.id)).scalars().all()
+        assert [(r.summary["added"], r.summary["unchanged"]) for r in runs] == [(1, 0), (1, 1)]
+        events = session.execute(select(Event).where(Event.action == "advisories.imported")).scalars().all()
+        assert {e.actor for e in events} == {"bastion (scheduled)"}
