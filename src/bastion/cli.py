@@ -488,17 +488,12 @@ def insights_recompute(data_dir: str | None) -> None:
 
 def _register_commands() -> None:
     """Commands that live with the domain they operate on."""
-    from bastion.advisories.app_cli import app_group
-
-    main.add_command(app_group)
-
     from bastion.tuf.cli import tuf
     from bastion.tuf.client.cli import download, verify_proxy
 
     from bastion.scanning.admin_cli import names_group, review_group
     from bastion.scanning.cli import scan_command
     from bastion.advisories.cli import advisories_group
-    from bastion.advisories.audit_cli import audit_command
 
     main.add_command(tuf)
     main.add_command(review_group)
@@ -507,7 +502,6 @@ def _register_commands() -> None:
     main.add_command(download)
     main.add_command(scan_command)
     main.add_command(advisories_group)
-    main.add_command(audit_command)
 
     from bastion.insights.security_cli import project_security
 
