@@ -494,6 +494,7 @@ def _register_commands() -> None:
     from bastion.scanning.admin_cli import names_group, review_group
     from bastion.scanning.cli import scan_command
     from bastion.advisories.cli import advisories_group
+    from bastion.advisories.audit_cli import audit_command
 
     main.add_command(tuf)
     main.add_command(review_group)
@@ -502,6 +503,7 @@ def _register_commands() -> None:
     main.add_command(download)
     main.add_command(scan_command)
     main.add_command(advisories_group)
+    main.add_command(audit_command)
 
     from bastion.insights.security_cli import project_security
 
