@@ -28,13 +28,12 @@ import logging
 import subprocess
 import time
 import zipfile
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from bastion.advisories.alerts import Alerts, NewMatch, collect_alerts, deliver
@@ -249,7 +248,7 @@ def rematch_advisories(session: Session, advisory_ids: Iterable[str]) -> tuple[l
     added = [NewMatch(project_id=project_id, release_id=key[0], advisory_id=key[1])
              for key, project_id in wanted.items() if key not in existing]
     if added:
-        session.execute(VulnerabilityMatch.__table__.insert(), [
+        session.execute(insert(VulnerabilityMatch), [
             {"release_id": m.release_id, "advisory_id": m.advisory_id, "project_id": m.project_id, "matched": now}
             for m in added
         ])
@@ -281,7 +280,7 @@ def match_release(session: Session, release_id: int) -> list[NewMatch]:
     added = [NewMatch(project_id=row.project_id, release_id=release_id, advisory_id=a) for a in sorted(hits - existing)]
     if added:
         now = utcnow()
-        session.execute(VulnerabilityMatch.__table__.insert(), [
+        session.execute(insert(VulnerabilityMatch), [
             {"release_id": m.release_id, "advisory_id": m.advisory_id, "project_id": m.project_id, "matched": now}
             for m in added
         ])
@@ -338,7 +337,7 @@ def _store(session: Session, record: OsvRecord, origin: str, stored: Advisory | 
     rows = [{"advisory_id": record.id, "normalized_name": entry.name, "ranges": entry.ranges,
              "versions": entry.versions} for entry in record.affected]
     if rows:
-        session.execute(AdvisoryPackage.__table__.insert(), rows)
+        session.execute(insert(AdvisoryPackage), rows)
 
 
 def _write_batch(bastion: Bastion, batch: list[tuple[OsvRecord, str]], summary: ImportSummary) -> Alerts:
@@ -415,8 +414,9 @@ def import_path(bastion: Bastion, path: Path | str, *, progress: Callable[[int, 
         alerts.append(_write_batch(bastion, pending, summary))
     summary.seconds = time.monotonic() - started
     with bastion.db.write() as session:
-        run = session.get(AdvisoryImport, summary.import_id)
-        assert run is not None
+        finished = session.get(AdvisoryImport, summary.import_id)
+        assert finished is not None
+        run = finished
         run.finished = utcnow()
         run.summary = summary.counts()
         run.problems = [{"path": p.path, "reason": p.reason} for p in summary.problems[:MAX_PROBLEMS_KEPT]]
