@@ -258,26 +258,31 @@ def rematch_advisories(session: Session, advisory_ids: Iterable[str]) -> tuple[l
     return added, len(gone), touched
 
 
-def match_release(session: Session, release_id: int) -> list[NewMatch]:
+def match_release(session: Session, release_id: int, *, known: tuple[int, str, str] | None = None) -> list[NewMatch]:
     """Match one release (a new upload) against the stored advisories of its project; store and
-    return the matches that were not there yet. One indexed query when nothing names the project."""
-    row = session.execute(
-        select(Release.project_id, Release.version, Project.normalized_name)
-        .join(Project, Project.id == Release.project_id).where(Release.id == release_id)
-    ).one()
+    return the matches that were not there yet. ``known``: (project id, normalized name, version)
+    when the caller has them (the upload path), saving a query. One indexed query when nothing
+    names the project."""
+    if known is None:
+        found = session.execute(
+            select(Release.project_id, Project.normalized_name, Release.version)
+            .join(Project, Project.id == Release.project_id).where(Release.id == release_id)
+        ).one()
+        known = (found[0], found[1], found[2])
+    project_id, normalized_name, version = known
     entries = session.execute(
         select(AdvisoryPackage.advisory_id, AdvisoryPackage.ranges, AdvisoryPackage.versions)
-        .where(AdvisoryPackage.normalized_name == row.normalized_name)
+        .where(AdvisoryPackage.normalized_name == normalized_name)
     ).all()
     if not entries:
         return []
-    hits = {e.advisory_id for e in entries if Matcher(e.ranges, e.versions).affects(row.version)}
+    hits = {e.advisory_id for e in entries if Matcher(e.ranges, e.versions).affects(version)}
     if not hits:
         return []
     existing = set(session.execute(
         select(VulnerabilityMatch.advisory_id).where(VulnerabilityMatch.release_id == release_id)
     ).scalars())
-    added = [NewMatch(project_id=row.project_id, release_id=release_id, advisory_id=a) for a in sorted(hits - existing)]
+    added = [NewMatch(project_id=project_id, release_id=release_id, advisory_id=a) for a in sorted(hits - existing)]
     if added:
         now = utcnow()
         session.execute(insert(VulnerabilityMatch), [

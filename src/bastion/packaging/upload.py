@@ -321,7 +321,8 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
                  subject=f"project:{project.normalized_name}", context=context, secret=bastion.secret,
                  details={"filename": checked.filename, "version": release.version,
                           "sha256": checked.digests["sha256_digest"], "token_id": principal.token_id})
-    new_matches = match_release(session, release.id)  # before rendering: the JSON API lists them
+    # Before rendering: the JSON API lists them.
+    new_matches = match_release(session, release.id, known=(project.id, project.normalized_name, release.version))
     refresh_project_pages(session, project.id, versions=[release.version], index=new_project)
     alerts = collect_alerts(session, bastion, new_matches) if new_matches else None
     return UploadOutcome(created=True, project=project.normalized_name, version=release.version,
