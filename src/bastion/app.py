@@ -25,6 +25,7 @@ from bastion.simple.serve import ReadAPI
 from bastion.web.account import router as web_account_router
 from bastion.web.pages import router as web_pages_router
 from bastion.web.review import router as web_review_router
+from bastion.web.security import router as web_security_router
 from bastion.web.render import STATIC, render_page
 from bastion.web.session import CsrfRefused, WebRedirect, WebSessionMiddleware
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, bastion: Bastion | None = No
     api.include_router(web_account_router)
     api.include_router(web_pages_router)
     api.include_router(web_review_router)
+    api.include_router(web_security_router)
     api.include_router(insights_router)
     api.include_router(osv_router)
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
