@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from bastion.accounts.routes import router as accounts_router
+from bastion.advisories.app_routes import router as applications_router
 from bastion.advisories.osv_api import router as osv_router
 from bastion.errors import ServiceError
 from bastion.http import error_response
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, bastion: Bastion | None = No
     api.include_router(web_security_router)
     api.include_router(insights_router)
     api.include_router(osv_router)
+    api.include_router(applications_router)
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     api.add_middleware(WebSessionMiddleware, bastion=bastion)
 

@@ -488,6 +488,10 @@ def insights_recompute(data_dir: str | None) -> None:
 
 def _register_commands() -> None:
     """Commands that live with the domain they operate on."""
+    from bastion.advisories.app_cli import app_group
+
+    main.add_command(app_group)
+
     from bastion.tuf.cli import tuf
     from bastion.tuf.client.cli import download, verify_proxy
 

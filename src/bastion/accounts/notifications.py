@@ -7,8 +7,9 @@ other. Every body says what happened, when (UTC), who did it, and what to do if 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +18,9 @@ from bastion.accounts.models import User
 from bastion.db import utcnow
 from bastion.mail.interface import Message
 from bastion.packaging.models import Project, Role, RoleName
+
+if TYPE_CHECKING:
+    from bastion.advisories.query import AdvisoryView
 
 SUBJECT_PREFIX = "[Bastion] "
 
@@ -328,3 +332,74 @@ An administrator of this index reviewed {what} of the project {project}: {decisi
 """
         messages.append(_message(email, f"{project}: {what} {decision}", body))
     return messages
+
+
+def _advisory_lines(advisory: AdvisoryView) -> str:
+    aliases = ", ".join(advisory.aliases) or "(none)"
+    fixed = ", ".join(advisory.fixed_in) or "no fixed version listed yet"
+    return (f"  {advisory.id}: {_one_line(advisory.summary or 'no summary')}\n"
+            f"    Also known as: {aliases}\n"
+            f"    Fixed in:      {fixed}\n"
+            f"    Details:       {advisory.link}")
+
+
+def advisory_on_latest_release(
+    session: Session, project_id: int, version: str, advisories: Sequence[AdvisoryView], *,
+    when: datetime | None = None,
+) -> list[Message]:
+    """To every owner and maintainer: newly published advisories affect the project's latest release."""
+    project = _project_names(session, [project_id]).get(project_id, f"#{project_id}")
+    if not advisories:
+        return []
+    listed = "\n\n".join(_advisory_lines(a) for a in advisories)
+    count = "A vulnerability advisory" if len(advisories) == 1 else f"{len(advisories)} vulnerability advisories"
+    subject = f"{project} {version}: {advisories[0].id}" + (
+        f" and {len(advisories) - 1} more advisories" if len(advisories) > 1 else " affects your latest release")
+    messages = []
+    for email, (user, _) in _project_people(session, [project_id]).items():
+        body = f"""Hello {user.username},
+
+{count} published just now affect{"s" if len(advisories) == 1 else ""} the latest release of the project
+{project}, on which you have a role. Installers and auditors (pip-audit) now report it.
+
+  Project: {project}
+  Release: {version}
+  When:    {_when(when)}
+
+{listed}
+
+What to do: publish a release with the fix and tell your users; if the release is not affected
+(a wrong range in the advisory), ask its source (the PyPA advisory database or GitHub) to correct
+it. If you did not expect this project to have a role for you, tell the other owners.
+"""
+        messages.append(_message(email, subject, body))
+    return messages
+
+
+def application_advisory(
+    to: str, application: str, advisory: AdvisoryView, packages: Sequence[tuple[str, str, Sequence[str]]], *,
+    when: datetime | None = None,
+) -> list[Message]:
+    """To an application's contact (or owner): a new advisory affects packages it uses."""
+    lines = "\n".join(
+        f"  - {name} {version} (fixed in {', '.join(fixed) or 'no fixed version listed yet'})"
+        for name, version, fixed in packages
+    )
+    body = f"""Hello,
+
+A new vulnerability advisory affects the registered application {application}: it uses these
+packages at affected versions:
+
+{lines}
+
+{_advisory_lines(advisory)}
+
+  Application: {application}
+  When:        {_when(when)}
+
+What to do: upgrade each package to a fixed version, then register the new list
+(`bastion app register {application} FILE`, or PUT /api/applications/{application}). If this
+application is not yours, or no longer in use, remove it (`bastion app remove {application}`).
+"""
+    return [_message(to, f"{application}: {advisory.id} affects {packages[0][0]} {packages[0][1]}"
+                     if packages else f"{application}: {advisory.id}", body)]
