@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from bastion.accounts.routes import router as accounts_router
+from bastion.advisories.routes import router as advisories_router
 from bastion.advisories.app_routes import router as applications_router
 from bastion.advisories.osv_api import router as osv_router
 from bastion.errors import ServiceError
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, bastion: Bastion | None = No
     api.state.bastion = bastion
     api.include_router(packaging_router)
     api.include_router(accounts_router)
+    api.include_router(advisories_router)
     api.include_router(web_account_router)
     api.include_router(web_pages_router)
     api.include_router(web_review_router)
