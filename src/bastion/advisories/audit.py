@@ -185,7 +185,7 @@ def read_requirements(path: Path) -> tuple[list[Wanted], list[Skipped]]:
     """The requirements of a requirements file (and of the files it includes with ``-r``)."""
     from pip_requirements_parser import RequirementsFile
 
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # exists: /dev/stdin and <(...) are no regular files
         raise AuditInputError(f"{path}: no such requirements file. Check the path given to -r.")
     try:
         parsed = RequirementsFile.from_file(str(path), include_nested=True)
