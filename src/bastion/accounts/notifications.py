@@ -377,29 +377,42 @@ it. If you did not expect this project to have a role for you, tell the other ow
 
 
 def application_advisory(
-    to: str, application: str, advisory: AdvisoryView, packages: Sequence[tuple[str, str, Sequence[str]]], *,
+    to: str, application: str,
+    advisories: Sequence[tuple[AdvisoryView, Sequence[tuple[str, str, Sequence[str]]]]], *,
     when: datetime | None = None,
 ) -> list[Message]:
-    """To an application's contact (or owner): a new advisory affects packages it uses."""
-    lines = "\n".join(
-        f"  - {name} {version} (fixed in {', '.join(fixed) or 'no fixed version listed yet'})"
-        for name, version, fixed in packages
-    )
+    """To an application's contact (or owner): new advisories affect packages it uses. One mail
+    lists every advisory decided together, each with the packages (name, version, fixed in) it affects."""
+    if not advisories:
+        return []
+    sections = []
+    for advisory, packages in advisories:
+        lines = "\n".join(
+            f"    - {name} {version} (fixed in {', '.join(fixed) or 'no fixed version listed yet'})"
+            for name, version, fixed in packages
+        )
+        sections.append(f"{_advisory_lines(advisory)}\n    Affects:\n{lines}")
+    listed = "\n\n".join(sections)
+    first, packages = advisories[0]
+    if len(advisories) == 1:
+        subject = f"{application}: {first.id} affects " + (
+            f"{packages[0][0]} {packages[0][1]}" if packages else "a package it uses")
+        count = "A new vulnerability advisory affects"
+    else:
+        subject = f"{application}: {len(advisories)} new advisories affect its packages"
+        count = f"{len(advisories)} new vulnerability advisories affect"
     body = f"""Hello,
 
-A new vulnerability advisory affects the registered application {application}: it uses these
-packages at affected versions:
-
-{lines}
-
-{_advisory_lines(advisory)}
+{count} the registered application {application}: it uses packages at
+affected versions.
 
   Application: {application}
   When:        {_when(when)}
+
+{listed}
 
 What to do: upgrade each package to a fixed version, then register the new list
 (`bastion app register {application} FILE`, or PUT /api/applications/{application}). If this
 application is not yours, or no longer in use, remove it (`bastion app remove {application}`).
 """
-    return [_message(to, f"{application}: {advisory.id} affects {packages[0][0]} {packages[0][1]}"
-                     if packages else f"{application}: {advisory.id}", body)]
+    return [_message(to, subject, body)]

@@ -250,21 +250,23 @@ def _application_alerts(session: Session, advisory_ids: set[str], alerts: Alerts
         application = applications[app_id]
         by_id = hits[app_id]
         groups = merge_aliases([(hit.advisory, []) for hit in by_id.values()])
+        fresh = []
         for group in groups:
             if (set(group.members) | set(group.aliases)) & told[app_id]:
                 continue
             packages = _group_packages(group, by_id)
+            fresh.append((group, packages))
             for member in group.members:
                 if (app_id, member) not in recorded:
                     session.add(ApplicationAlert(application_id=app_id, advisory_id=member,
                                                  webhook_status="queued" if application.webhook_url else None))
                     recorded.add((app_id, member))
-            to = application.contact_email or owners.get(application.owner_id or 0) or ""
-            if to.strip():
-                alerts.messages += notifications.application_advisory(to, application.name, group, packages)
             if application.webhook_url:
                 alerts.webhooks.append(WebhookCall(app_id, tuple(group.members),
                                                    webhook_body(application.name, group, packages, sent)))
+        to = application.contact_email or owners.get(application.owner_id or 0) or ""
+        if fresh and to.strip():  # one mail for all the advisories decided together (an import batch)
+            alerts.messages += notifications.application_advisory(to, application.name, fresh)
     session.flush()
 
 
@@ -318,10 +320,12 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def post_signed(url: str, body: bytes, secret: str, *, timeout: float = WEBHOOK_TIMEOUT,
-                delays: tuple[float, ...] = RETRY_DELAYS) -> str:
-    """POST ``body`` signed with ``secret``; the outcome ("200", or "error: ...") after the retries."""
+                delays: tuple[float, ...] | None = None) -> str:
+    """POST ``body`` signed with ``secret``; the outcome ("200", or "error: ...") after the retries
+    (``delays``, default :data:`RETRY_DELAYS`)."""
     from bastion import __version__
 
+    delays = RETRY_DELAYS if delays is None else delays
     outcome = ""
     for attempt in range(len(delays) + 1):
         if attempt:
@@ -346,27 +350,46 @@ def post_signed(url: str, body: bytes, secret: str, *, timeout: float = WEBHOOK_
     return f"{outcome} ({tries} tr{'y' if tries == 1 else 'ies'})"[:200]
 
 
-def call_webhook(bastion: Bastion, call: WebhookCall) -> str | None:
-    """Make one call (a background task) and store its outcome in a short transaction of its own."""
+def _gave_up(status: str) -> bool:
+    """The call failed after every try (no answer, or 5xx/429 each time)."""
+    return status.startswith("error:") and status.endswith("tries)")
+
+
+def call_webhooks(bastion: Bastion, calls: list[WebhookCall]) -> list[str]:
+    """Make one application's calls, in order (a background task), storing each outcome in a short
+    transaction of its own. Once a call failed after every try, the rest are not tried (marked so):
+    a receiver that is down must not hold the task runner, which sends everyone's mail, for long."""
     from bastion.advisories.applications import webhook_secret
 
+    if not calls:
+        return []
     with bastion.db.read() as session:
-        application = session.get(Application, call.application_id)
+        application = session.get(Application, calls[0].application_id)
         if application is None or not application.webhook_url:
-            return None  # removed, or its webhook taken away, since the alert was decided
+            return []  # removed, or its webhook taken away, since the alerts were decided
         url = application.webhook_url
         secret = webhook_secret(bastion, application)
         name = application.name
     if secret is None:
-        return None
-    status = post_signed(url, call.body, secret)
-    if status != "200":
-        log.warning("webhook of application %s (%s) for %s: %s", name, url, ", ".join(call.advisory_ids), status)
-    with bastion.db.write() as session:
-        session.execute(update(ApplicationAlert).where(
-            ApplicationAlert.application_id == call.application_id,
-            ApplicationAlert.advisory_id.in_(call.advisory_ids)).values(webhook_status=status))
-    return status
+        return []
+    outcomes = []
+    down = ""
+    for call in calls:
+        if down:
+            status = "error: not tried: the previous call failed after every try"
+        else:
+            status = post_signed(url, call.body, secret)
+            if not status.startswith("2"):
+                log.warning("webhook of application %s (%s) for %s: %s", name, url, ", ".join(call.advisory_ids),
+                            status)
+            if _gave_up(status):
+                down = status
+        with bastion.db.write() as session:
+            session.execute(update(ApplicationAlert).where(
+                ApplicationAlert.application_id == call.application_id,
+                ApplicationAlert.advisory_id.in_(call.advisory_ids)).values(webhook_status=status))
+        outcomes.append(status)
+    return outcomes
 
 
 def deliver(bastion: Bastion, alerts: Alerts) -> None:
@@ -379,5 +402,8 @@ def deliver(bastion: Bastion, alerts: Alerts) -> None:
         return
     bastion.tasks.start()
     bastion.send_mail(alerts.messages)
+    by_application: dict[int, list[WebhookCall]] = defaultdict(list)
     for call in alerts.webhooks:
-        bastion.tasks.submit("webhook", call_webhook, bastion, call)
+        by_application[call.application_id].append(call)
+    for calls in by_application.values():
+        bastion.tasks.submit("webhook", call_webhooks, bastion, calls)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sys
 import logging
 import threading
 import time
@@ -124,7 +125,8 @@ def body_of(box: Mailbox, to: str, subject: str) -> str:
 
 
 def test_alerts_reach_maintainers_and_applications_once(bastion_with: Any, smtp_server: Mailbox, receiver: Receiver,
-                                                        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+                                                        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     bastion, client = bastion_with(smtp_host=smtp_server.host, smtp_port=smtp_server.port)
     tokens = {name: make_user(bastion, name) for name in ("alice", "bob", "carol")}
     for version in ("1.0", "2.0"):
@@ -219,24 +221,34 @@ def test_alerts_reach_maintainers_and_applications_once(bastion_with: Any, smtp_
         advisory_mail(bastion, smtp_server)
     assert len(advisory_mail(bastion, smtp_server)) == 6
 
-    # 5. A webhook that refuses: its answer is stored; the secret is in no log line.
-    receiver.status = 404
+    # 5. A receiver that is down: one mail lists both advisories decided together; the first call
+    #    is tried three times, the second not at all (the runner sends everyone's mail); each
+    #    outcome is stored, and the secret is in no log line.
+    receiver.status = 503
+    monkeypatch.setattr(alerts, "RETRY_DELAYS", (0.0, 0.0))
     caplog.set_level(logging.DEBUG)
     advisory(tree, 5, fixed="1.0.1")
+    advisory(tree, 6, fixed="1.0.2")
     import_path(bastion, tree)
-    assert bastion.tasks.drain(timeout=60)
-    assert len(receiver.calls) == 3
-    check_signature(secret, *receiver.calls[2])
+    digest = "[Bastion] shop: 2 new advisories affect its packages"
+    assert ("carol@example.org", digest) in advisory_mail(bastion, smtp_server)
+    text = body_of(smtp_server, "carol@example.org", digest)
+    assert "PYSEC-2099-5" in text and "PYSEC-2099-6" in text and "zorblax-core 1.0 (fixed in 1.0.2)" in text
+    assert len(receiver.calls) == 5
+    for call in receiver.calls[2:]:
+        check_signature(secret, *call)
     with bastion.db.read() as session:
-        status = session.execute(select(ApplicationAlert.webhook_status).where(
-            ApplicationAlert.advisory_id == "PYSEC-2099-5")).scalar_one()
-    assert status == "error: HTTP 404 (1 try)"
+        statuses = dict(session.execute(select(ApplicationAlert.advisory_id, ApplicationAlert.webhook_status).where(
+            ApplicationAlert.advisory_id.in_(["PYSEC-2099-5", "PYSEC-2099-6"]))).all())
+    assert statuses == {"PYSEC-2099-5": "error: HTTP 503 (3 tries)",
+                        "PYSEC-2099-6": "error: not tried: the previous call failed after every try"}
     assert "webhook of application shop" in caplog.text and secret not in caplog.text
 
     # 6. Registering a list shows its findings, which count as told: no alert for them later.
     again = client.put("/api/applications/shop", headers=carol, json={"content": "zorblax-core==1.0\n"})
     assert again.status_code == 200 and again.json()["vulnerable"] is True
-    assert {f["id"] for f in again.json()["findings"]} == {"PYSEC-2099-1", "PYSEC-2099-2", "PYSEC-2099-5"}
+    assert {f["id"] for f in again.json()["findings"]} == {"PYSEC-2099-1", "PYSEC-2099-2", "PYSEC-2099-5",
+                                                           "PYSEC-2099-6"}
     fresh = client.put("/api/applications/till", headers=carol, json={"content": "zorblax-core==1.0\n"})
     assert fresh.status_code == 201 and fresh.json()["vulnerable"] is True
     with bastion.db.write() as session:
@@ -261,3 +273,36 @@ def test_webhook_retries_refuses_redirects_and_reports_failures(receiver: Receiv
     assert alerts.signature("k", "1700000000", b"{}") == \
         "sha256=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
     assert not alerts.verify_signature("k", "not a time", b"{}", alerts.signature("k", "1", b"{}"))
+
+
+def test_the_cli_import_delivers_before_it_exits(bastion: Bastion, smtp_server: Mailbox, receiver: Receiver,
+                                                 tmp_path: Path, data_dir: Path, database_url: str) -> None:
+    """`bastion advisories import` runs no background worker: the alerts it decides are sent
+    (mail by SMTP, the signed webhook call) before the command exits."""
+    import os
+    import subprocess
+
+    from bastion.advisories.applications import register
+    from bastion.authz import OPERATOR
+    from tests.unit.advisories.test_applications import add_release
+
+    make_user(bastion, "carol")
+    with bastion.db.write() as session:
+        add_release(session, "zorblax-core", "1.0")
+        secret = register(session, bastion, "shop", "zorblax-core==1.0\n", principal=OPERATOR, owner="carol",
+                          webhook_url=receiver.url).webhook_secret
+    assert secret is not None
+    tree = tmp_path / "advisory-database"
+    advisory(tree, 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env.update(BASTION_DATABASE_URL=database_url, BASTION_SMTP_HOST=smtp_server.host,
+               BASTION_SMTP_PORT=str(smtp_server.port))
+    done = subprocess.run([str(Path(sys.executable).parent / "bastion"), "advisories", "import", str(tree),
+                           "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [(r, str(m["Subject"])) for m, rs in zip(smtp_server.messages, smtp_server.recipients, strict=True)
+            for r in rs] == [("carol@example.org", "[Bastion] shop: PYSEC-2099-1 affects zorblax-core 1.0")]
+    (call,) = receiver.calls
+    check_signature(secret, *call)
+    with bastion.db.read() as session:
+        assert session.execute(select(ApplicationAlert.webhook_status)).scalar_one() == "200"
