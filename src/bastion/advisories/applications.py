@@ -709,10 +709,10 @@ def register(
         check_webhook_url(webhook_url)
     if contact_email:
         check_email(contact_email)
-    parsed = parse_list(content, fmt=fmt, filename=filename or f"{name} ({fmt or 'dependency list'})")
     existing = session.execute(select(Application).where(Application.name == name)).scalar_one_or_none()
-    _authorize(principal, existing)
+    _authorize(principal, existing)  # first: someone else's application is refused whatever the list says
     owner_id = _owner_id(session, principal, owner, existing)
+    parsed = parse_list(content, fmt=fmt, filename=filename or f"{name} ({fmt or 'dependency list'})")
     packages = resolve(session, parsed)
 
     now = utcnow()

@@ -311,6 +311,7 @@ def test_resolution_storage_replacement_and_usage(bastion: Bastion) -> None:
         ("web==1.0\nbroken line here\n", {"principal": carol}, "requirements.txt:2:"),
         ("web==1.0\n", {"principal": carol, "webhook_url": "http://example.org/x"}, "must use https"),
         ("web==1.0\n", {"principal": dave}, "only the application's owner or an index admin may do this"),
+        ("broken line\n", {"principal": dave}, "only the application's owner"),  # refused before it is read
         ("web==1.0\n", {"principal": carol, "owner": "dave"}, "only an index admin may register an application "
                                                              "for another user"),
         ("web==1.0\n", {"principal": Principal(user_id=carol.user_id, username="carol", is_admin=False,
