@@ -367,3 +367,24 @@ def test_contact_validation_changes_nothing(world: World) -> None:
     assert commitments.validate_contact(" mailto:sec@example.org ") == "sec@example.org"
     assert commitments.validate_contact("https://example.org/SECURITY.md") == "https://example.org/SECURITY.md"
     assert world.state() == before
+
+
+def test_index_snapshot_recomputed_in_the_background_when_slow(world: World) -> None:
+    """A snapshot that took long is served while its successor is computed in a thread."""
+    import dataclasses
+    import time
+
+    with world.bastion.db.read() as session:
+        fresh = commitments.index_snapshot(session)
+        where = session.get_bind().engine.url.render_as_string(hide_password=True)
+        stale = dataclasses.replace(fresh, key=("an older index",), seconds=commitments.SYNC_RECOMPUTE_SECONDS + 1,
+                                    vulnerable=[])
+        commitments._SNAPSHOTS[where] = stale
+        assert commitments.index_snapshot(session) is stale  # served at once, dated by its ``computed``
+        deadline = time.monotonic() + 30
+        while commitments._SNAPSHOTS[where] is stale:
+            assert time.monotonic() < deadline, "the background recomputation did not finish"
+            time.sleep(0.02)
+        again = commitments.index_snapshot(session)
+    assert again.key == fresh.key and [p.normalized_name for p in again.vulnerable] == [
+        p.normalized_name for p in fresh.vulnerable]

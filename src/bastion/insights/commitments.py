@@ -12,7 +12,8 @@ Where the data comes from, and when it is computed:
 - Reverse dependencies and the index-wide list need every project's latest release; they are
   computed once per change of the index (:class:`IndexSnapshot`, cached by the newest journal
   entry, the newest advisory import and the number of stored matches) and shared by every
-  request until the next change.
+  request until the next change. When computing it took long (a large index), the next change is
+  computed in a background thread while the previous snapshot is served, dated.
 - Quarantined projects and releases whose every file is held are invisible here as everywhere:
   a quarantined project's report says so and holds nothing else.
 
@@ -22,9 +23,12 @@ host) are stored in ``project_security``; each records an audit event.
 
 from __future__ import annotations
 
+import functools
+import logging
 import statistics
 import string
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,7 +39,7 @@ from urllib.parse import urlsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import case, func, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session
 
 from bastion.accounts.models import User
@@ -47,7 +51,7 @@ from bastion.advisories.models import (
     ProjectSecurity,
     VulnerabilityMatch,
 )
-from bastion.advisories.query import AdvisoryView, stored_matches
+from bastion.advisories.query import AdvisoryView, merge_aliases, stored_matches
 from bastion.authz import Permission, Principal
 from bastion.db import utcnow
 from bastion.errors import ServiceError
@@ -55,6 +59,8 @@ from bastion.events import CLI_CONTEXT, Event, RequestContext, record_event
 from bastion.packaging import service as packaging
 from bastion.packaging.models import File, JournalEntry, Project, Release, Role
 from bastion.simple.render import ProjectView, ReleaseView, latest_release, version_sort_key
+
+log = logging.getLogger("bastion.insights")
 
 PASS, WARN, FAIL, UNKNOWN = "pass", "warn", "fail", "unknown"
 STATUSES = (PASS, WARN, FAIL, UNKNOWN)
@@ -333,17 +339,21 @@ class _Release:
     yanked_reason: str | None
 
 
-def visible_releases(session: Session, project_id: int) -> list[_Release]:
-    """The project's releases that pages show: not those whose every file is held for review."""
-    held = packaging.held_releases(session, [project_id])
-    return [
-        _Release(id=r.id, version=r.version, created=r.created, yanked=r.yanked, yanked_reason=r.yanked_reason)
-        for r in session.execute(
-            select(Release.id, Release.version, Release.created, Release.yanked, Release.yanked_reason)
-            .where(Release.project_id == project_id)
-        ).all()
-        if r.id not in held
-    ]
+def visible_releases(session: Session, project_ids: Sequence[int]) -> dict[int, list[_Release]]:
+    """The releases that pages show, by project: not those whose every file is held for review
+    (two queries, whatever the number of projects)."""
+    found: dict[int, list[_Release]] = {pid: [] for pid in project_ids}
+    if not found:
+        return found
+    held = packaging.held_releases(session, list(found))
+    for r in session.execute(
+        select(Release.id, Release.project_id, Release.version, Release.created, Release.yanked,
+               Release.yanked_reason).where(Release.project_id.in_(list(found)))
+    ).all():
+        if r.id not in held:
+            found[r.project_id].append(_Release(id=r.id, version=r.version, created=r.created, yanked=r.yanked,
+                                                yanked_reason=r.yanked_reason))
+    return found
 
 
 def pick_latest(releases: Sequence[_Release]) -> _Release | None:
@@ -358,15 +368,19 @@ def pick_latest(releases: Sequence[_Release]) -> _Release | None:
 
 def _severity(views: Iterable[AdvisoryView]) -> str | None:
     """The most severe label among the records of ``views`` (GHSA's), else the first CVSS vector."""
+    return severity_of_records(record for view in views for record in view.records)
+
+
+def severity_of_records(records: Iterable[dict[str, Any]]) -> str | None:
+    """The most severe GitHub label among OSV ``records``, else the first CVSS vector, else None."""
     labels, vectors = [], []
-    for view in views:
-        for record in view.records:
-            label = str((record.get("database_specific") or {}).get("severity") or "").upper()
-            if label in SEVERITY_RANK:
-                labels.append(label)
-            for entry in record.get("severity") or []:
-                if isinstance(entry, dict) and entry.get("score"):
-                    vectors.append(str(entry["score"]))
+    for record in records:
+        label = str((record.get("database_specific") or {}).get("severity") or "").upper()
+        if label in SEVERITY_RANK:
+            labels.append(label)
+        for entry in record.get("severity") or []:
+            if isinstance(entry, dict) and entry.get("score"):
+                vectors.append(str(entry["score"]))
     if labels:
         return max(labels, key=lambda label: SEVERITY_RANK[label])
     return vectors[0] if vectors else None
@@ -407,10 +421,14 @@ def vulnerability_rows(releases: Sequence[_Release], matches: dict[int, list[Adv
     release_of = {r.id: r for r in releases}
     entries: list[tuple[AdvisoryView, int]] = [(view, rid) for rid, views in matches.items()
                                                  if rid in release_of for view in views]
+    releases_of_member: dict[str, set[int]] = defaultdict(set)
+    for view, rid in entries:
+        for member in view.members or [view.id]:
+            releases_of_member[member].add(rid)
     rows = []
     for group in _merge_views(view for view, _ in entries):
         ids = {member for view in group for member in (view.members or [view.id])}
-        affected_ids = {rid for view, rid in entries if ids & set(view.members or [view.id])}
+        affected_ids = set().union(*(releases_of_member[member] for member in ids))
         head = min(group, key=lambda v: _id_rank(v.id))
         affected = [r for r in by_version if r.id in affected_ids]
         fixed = sorted({v for view in group for v in view.fixed_in}, key=version_sort_key)
@@ -658,6 +676,16 @@ def vulnerable_release_ids(session: Session, release_ids: Iterable[int]) -> set[
     ).scalars())
 
 
+@functools.lru_cache(maxsize=65536)
+def requirement_name(line: str) -> str | None:
+    """The PEP 503 name a Requires-Dist line names (None when it does not parse), parsed by
+    ``packaging`` once per distinct line."""
+    try:
+        return canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        return None
+
+
 def dependency_rows(session: Session, requires_dist: Iterable[str], own_name: str) -> list[DependencyRow]:
     """Judge each Requires-Dist line against the releases in the index and their stored matches."""
     parsed: list[tuple[str, Requirement | None]] = []
@@ -671,7 +699,7 @@ def dependency_rows(session: Session, requires_dist: Iterable[str], own_name: st
         select(Project.normalized_name, Project.id)
         .where(Project.normalized_name.in_(names), Project.status != "quarantined")
     ).all()) if names else {}
-    releases: dict[int, list[_Release]] = {pid: visible_releases(session, pid) for pid in projects.values()}
+    releases = visible_releases(session, list(projects.values()))
     vulnerable = vulnerable_release_ids(session, (r.id for rs in releases.values() for r in rs))
     rows = []
     for line, req in parsed:
@@ -728,16 +756,19 @@ def project_report(session: Session, name: str, *, now: datetime | None = None) 
     if project.status == "quarantined":
         return ProjectReport(name=project.name, normalized_name=project.normalized_name, status=project.status,
                              computed=now)
-    releases = visible_releases(session, project.id)
+    releases = visible_releases(session, [project.id])[project.id]
     latest = pick_latest(releases)
     matches = stored_matches(session, [r.id for r in releases])
     declared = _declarations(session.get(ProjectSecurity, project.id))
     metadata: dict[str, Any] = {}
-    if latest is not None:
-        metadata = session.execute(select(Release.core_metadata).where(Release.id == latest.id)).scalar() or {}
+    if latest is not None:  # the two members read, not the whole metadata (descriptions can be large)
+        row = session.execute(select(Release.core_metadata["requires_dist"], Release.core_metadata["project_urls"])
+                              .where(Release.id == latest.id)).one()
+        metadata = {"requires_dist": row[0], "project_urls": row[1]}
     open_views = matches.get(latest.id, []) if latest is not None else []
     people = _people(session, project.id)
-    dependencies = dependency_rows(session, metadata.get("requires_dist") or [], project.normalized_name)
+    requires = metadata.get("requires_dist")
+    dependencies = dependency_rows(session, requires if isinstance(requires, list) else [], project.normalized_name)
     vulnerabilities = vulnerability_rows(releases, matches, latest.id if latest else None)
     commitments = [
         judge_vulnerability_fixes(latest, open_views, _open_since(session, latest.id, open_views) if latest else {},
@@ -811,6 +842,8 @@ class IndexSnapshot:
     """Days from publication to the first fixed release, one per (project, advisory) with a fix."""
     reverse_dependencies: dict[str, list[str]]
     """PEP 503 name -> the projects whose latest release requires it."""
+    seconds: float = 0.0
+    """How long computing it took."""
 
     def as_json(self, now: datetime) -> dict[str, Any]:
         return {
@@ -831,7 +864,10 @@ class IndexSnapshot:
 
 
 _SNAPSHOTS: dict[str, IndexSnapshot] = {}
+_REFRESHING: set[str] = set()
 _SNAPSHOT_LOCK = threading.Lock()
+SYNC_RECOMPUTE_SECONDS = 0.5
+"""A snapshot that took longer than this to compute is recomputed in the background."""
 
 
 def _change_key(session: Session) -> tuple[Any, ...]:
@@ -851,12 +887,24 @@ def _change_key(session: Session) -> tuple[Any, ...]:
 
 
 def index_snapshot(session: Session) -> IndexSnapshot:
-    """The cached snapshot of the index, recomputed when a change marker moved."""
-    where = session.get_bind().engine.url.render_as_string(hide_password=True)
+    """The cached snapshot of the index, recomputed when a change marker moved: at once when the
+    last computation was quick (under ``SYNC_RECOMPUTE_SECONDS``), else in a background thread
+    while the previous snapshot is served (its ``computed`` says how old it is)."""
+    bind = session.get_bind()
+    where = bind.engine.url.render_as_string(hide_password=True)
     key = _change_key(session)
     with _SNAPSHOT_LOCK:
         cached = _SNAPSHOTS.get(where)
-    if cached is not None and cached.key == key:
+        if cached is not None and cached.key == key:
+            return cached
+        background = cached is not None and cached.seconds > SYNC_RECOMPUTE_SECONDS
+        start = background and where not in _REFRESHING
+        if start:
+            _REFRESHING.add(where)
+    if background:
+        if start:
+            threading.Thread(target=_refresh, args=(bind.engine, where), name="security-snapshot", daemon=True).start()
+        assert cached is not None
         return cached
     snapshot = _compute_snapshot(session, key)
     with _SNAPSHOT_LOCK:
@@ -864,7 +912,21 @@ def index_snapshot(session: Session) -> IndexSnapshot:
     return snapshot
 
 
+def _refresh(engine: Engine, where: str) -> None:
+    try:
+        with Session(engine) as session:
+            snapshot = _compute_snapshot(session, _change_key(session))
+        with _SNAPSHOT_LOCK:
+            _SNAPSHOTS[where] = snapshot
+    except Exception:  # noqa: BLE001  (the previous snapshot stays; the next request tries again)
+        log.exception("the security snapshot of the index could not be recomputed")
+    finally:
+        with _SNAPSHOT_LOCK:
+            _REFRESHING.discard(where)
+
+
 def _compute_snapshot(session: Session, key: tuple[Any, ...]) -> IndexSnapshot:
+    started = time.monotonic()
     projects = {row.id: row for row in session.execute(
         select(Project.id, Project.name, Project.normalized_name).where(Project.status != "quarantined")
     ).all()}
@@ -886,33 +948,39 @@ def _compute_snapshot(session: Session, key: tuple[Any, ...]) -> IndexSnapshot:
     # Reverse dependencies: the Requires-Dist of every latest release, read once per change.
     reverse: dict[str, set[str]] = defaultdict(set)
     latest_ids = {r.id: pid for pid, r in latest.items()}
-    for release_id, metadata in session.execute(select(Release.id, Release.core_metadata)
-                                                .where(Release.id.in_(list(latest_ids)))) if latest_ids else []:
+    # Only the requires_dist member is read (descriptions can be large); no IN list of every id.
+    for release_id, requires in session.execute(select(Release.id, Release.core_metadata["requires_dist"])):
+        if release_id not in latest_ids or not isinstance(requires, list):
+            continue
         own = projects[latest_ids[release_id]].normalized_name
-        for line in (metadata or {}).get("requires_dist") or []:
-            try:
-                dep = canonicalize_name(Requirement(str(line)).name)
-            except InvalidRequirement:
-                continue
-            if dep != own:
+        for line in requires:
+            dep = requirement_name(str(line))
+            if dep is not None and dep != own:
                 reverse[dep].add(own)
-    # Vulnerabilities: the stored matches of every shown release that has one.
-    matched_ids = set(session.execute(
-        select(VulnerabilityMatch.release_id).join(Advisory, Advisory.id == VulnerabilityMatch.advisory_id)
-        .where(Advisory.withdrawn.is_(None)).distinct()
-    ).scalars())
+    # Vulnerabilities: the stored matches of every shown release, alias-merged release by release,
+    # with the advisories' light columns (their whole records only for the latest releases' ones).
+    release_project = {r.id: pid for pid, rs in by_project.items() for r in rs}
+    by_release: dict[int, list[str]] = defaultdict(list)
+    first_matched: dict[tuple[int, str], datetime] = {}
+    for rid, aid, when in session.execute(
+        select(VulnerabilityMatch.release_id, VulnerabilityMatch.advisory_id, VulnerabilityMatch.matched)
+        .join(Advisory, Advisory.id == VulnerabilityMatch.advisory_id).where(Advisory.withdrawn.is_(None))
+    ).all():
+        if rid in release_project:
+            by_release[rid].append(aid)
+            first_matched[(rid, aid)] = when
+    light = {row.id: Advisory(id=row.id, aliases=row.aliases or [], published=row.published, modified=row.modified,
+                              withdrawn=None, summary=row.summary, details="", record={})
+             for row in session.execute(select(Advisory.id, Advisory.aliases, Advisory.published, Advisory.modified,
+                                               Advisory.summary).where(Advisory.withdrawn.is_(None)))}
+    matches = {rid: merge_aliases([(light[aid], []) for aid in aids if aid in light])
+               for rid, aids in by_release.items()}
     matched_by_project: dict[int, list[int]] = defaultdict(list)
-    for pid, rs in by_project.items():
-        for r in rs:
-            if r.id in matched_ids:
-                matched_by_project[pid].append(r.id)
-    matches = stored_matches(session, [rid for ids in matched_by_project.values() for rid in ids])
-    first_matched: dict[tuple[int, str], datetime] = {
-        (rid, aid): when for rid, aid, when in session.execute(
-            select(VulnerabilityMatch.release_id, VulnerabilityMatch.advisory_id, VulnerabilityMatch.matched)
-            .where(VulnerabilityMatch.release_id.in_([r.id for r in latest.values() if r.id in matches]))
-        ).all()
-    } if matches else {}
+    for rid in matches:
+        matched_by_project[release_project[rid]].append(rid)
+    on_latest = {aid for pid, r in latest.items() for aid in by_release.get(r.id, [])}
+    records: dict[str, dict[str, Any]] = dict(session.execute(select(Advisory.id, Advisory.record).where(Advisory.id.in_(on_latest))).all()) \
+        if on_latest else {}
     vulnerable, fix_days = [], []
     for pid in matched_by_project:
         rows = vulnerability_rows(by_project[pid], {rid: matches.get(rid, []) for rid in matched_by_project[pid]},
@@ -922,12 +990,13 @@ def _compute_snapshot(session: Session, key: tuple[Any, ...]) -> IndexSnapshot:
         views = matches.get(release.id, []) if release is not None else []
         if release is None or not views:
             continue
-        ordered = sorted(views, key=lambda v: (-severity_rank(_severity([v])), v.id))
+        severity = {v.id: severity_of_records(records[m] for m in v.members if m in records) for v in views}
+        ordered = sorted(views, key=lambda v: (-severity_rank(severity[v.id]), v.id))
         oldest = min(v.published or min((first_matched[(release.id, m)] for m in v.members
                                          if (release.id, m) in first_matched), default=utcnow()) for v in views)
         vulnerable.append(VulnerableProject(
             name=projects[pid].name, normalized_name=projects[pid].normalized_name, latest_version=release.version,
-            advisories=[v.id for v in ordered], severity=_severity(views), oldest=oldest))
+            advisories=[v.id for v in ordered], severity=severity[ordered[0].id], oldest=oldest))
     vulnerable.sort(key=lambda p: (-severity_rank(p.severity), p.oldest, -len(p.advisories), p.normalized_name))
     advisories, withdrawn = session.execute(
         select(func.count(), func.count(Advisory.withdrawn)).select_from(Advisory)).one()
@@ -937,6 +1006,7 @@ def _compute_snapshot(session: Session, key: tuple[Any, ...]) -> IndexSnapshot:
         projects_with_release=len(latest), vulnerable=vulnerable, advisories=advisories or 0,
         advisories_withdrawn=withdrawn or 0, last_import=_aware(last), fix_days=sorted(fix_days),
         reverse_dependencies={dep: sorted(names) for dep, names in reverse.items()},
+        seconds=time.monotonic() - started,
     )
 
 
