@@ -51,12 +51,19 @@ from bastion.advisories.models import (
     ApplicationPackage,
 )
 from bastion.advisories.query import AdvisoryView, merge_aliases, stored_matches
+from bastion.db import advisory_lock
 
 if TYPE_CHECKING:
     from bastion.mail import Message
     from bastion.services import Bastion
 
 log = logging.getLogger("bastion.alerts")
+
+NOTICES_LOCK = "bastion:advisory-notices"
+ALERTS_LOCK = "bastion:application-alerts"
+"""Held while ``advisory_notices`` / ``application_alerts`` are read and written (import, upload,
+registration), so that two deciders cannot both send; taken last in every transaction (after the
+audit chain's lock), so that they cannot deadlock with it."""
 
 SIGNATURE_HEADER = "X-Bastion-Signature"
 TIMESTAMP_HEADER = "X-Bastion-Timestamp"
@@ -159,6 +166,7 @@ def _maintainer_alerts(session: Session, new_matches: list[NewMatch], alerts: Al
     if not new_on_latest:
         return
     projects = sorted(set(project_of.values()))
+    advisory_lock(session, NOTICES_LOCK)  # an upload and an import deciding at once: one mail
     told = _told_keys(session.execute(
         select(AdvisoryNotice.project_id, Advisory.id, Advisory.aliases)
         .join(Advisory, Advisory.id == AdvisoryNotice.advisory_id)
@@ -231,6 +239,7 @@ def _application_alerts(session: Session, advisory_ids: set[str], alerts: Alerts
     if not hits:
         return
     app_ids = sorted(hits)
+    advisory_lock(session, ALERTS_LOCK)  # a registration or another import deciding at once: one alert
     told = _told_keys(session.execute(
         select(ApplicationAlert.application_id, Advisory.id, Advisory.aliases)
         .join(Advisory, Advisory.id == ApplicationAlert.advisory_id)

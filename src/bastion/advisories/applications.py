@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 
 from bastion.accounts.models import User
 from bastion.accounts.mfa import decrypt_secret, encrypt_secret
+from bastion.advisories.alerts import ALERTS_LOCK
 from bastion.advisories.match import Matcher
 from bastion.advisories.models import (
     Advisory,
@@ -60,7 +61,7 @@ from bastion.advisories.models import (
 )
 from bastion.advisories.query import AdvisoryView, merge_aliases
 from bastion.authz import Permission, Principal, decide
-from bastion.db import utcnow
+from bastion.db import advisory_lock, utcnow
 from bastion.errors import Forbidden, NotFound, ServiceError
 from bastion.events import CLI_CONTEXT, RequestContext, record_event
 from bastion.packaging.models import Project, Release
@@ -709,6 +710,7 @@ def register(
         check_webhook_url(webhook_url)
     if contact_email:
         check_email(contact_email)
+    advisory_lock(session, f"bastion:application:{name}")  # two first registrations of one name: one wins
     existing = session.execute(select(Application).where(Application.name == name)).scalar_one_or_none()
     _authorize(principal, existing)  # first: someone else's application is refused whatever the list says
     owner_id = _owner_id(session, principal, owner, existing)
@@ -739,7 +741,6 @@ def register(
                                         specifier=p.specifier[:500], direct=p.direct) for p in packages])
     session.flush()
     findings = findings_for(session, packages)
-    _mark_known(session, application.id, findings)
     record_event(
         session, "application.registered" if created else "application.updated",
         actor_id=principal.user_id, actor=principal.username, subject=f"application:{name}", context=context,
@@ -749,6 +750,7 @@ def register(
                  "webhook": application.webhook_url is not None, "webhook_secret_issued": secret is not None,
                  "contact_email": application.contact_email},
     )
+    _mark_known(session, application.id, findings)  # after the event: locks in the order uploads take them
     return ApplicationDetail(_summary(session, application), sorted(packages, key=lambda p: (not p.direct, p.name)),
                              findings, parsed.notes, secret, created, in_index(session, packages))
 
@@ -773,6 +775,7 @@ def _mark_known(session: Session, application_id: int, findings: list[Finding]) 
     ids = {member for f in findings for member in f.advisory.members}
     if not ids:
         return
+    advisory_lock(session, ALERTS_LOCK)  # an import deciding alerts for this application meanwhile
     told = set(session.execute(select(ApplicationAlert.advisory_id).where(
         ApplicationAlert.application_id == application_id)).scalars())
     session.add_all([ApplicationAlert(application_id=application_id, advisory_id=i,

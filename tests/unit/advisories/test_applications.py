@@ -377,3 +377,31 @@ def test_the_operator_must_name_an_owner_and_an_orphan_is_admin_only(bastion: Ba
             bastion.db.write() as session:
         apps.register(session, bastion, "ops", "web==2\n", principal=erin)
     assert stored(bastion, "ops") == {"web": ("1", "==1", True)}
+
+
+def test_two_first_registrations_of_one_name_at_once(bastion: Bastion) -> None:
+    """One wins and owns it; the other is refused as for any application of someone else (not a
+    unique-constraint error)."""
+    import threading
+
+    make_user(bastion, "carol")
+    make_user(bastion, "dave")
+    people = [user_principal(bastion, "carol"), user_principal(bastion, "dave")]
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def register(principal: Principal) -> None:
+        start.wait()
+        try:
+            with bastion.db.write() as session:
+                apps.register(session, bastion, "race", "web==1.0\n", principal=principal)
+            outcomes.append("created")
+        except ServiceError as exc:
+            outcomes.append(exc.message)
+
+    threads = [threading.Thread(target=register, args=(p,)) for p in people]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["created", "only the application's owner or an index admin may do this"]
