@@ -142,6 +142,7 @@ def test_owner_declarations(bastion: Bastion, client: Any, tmp_path: Path) -> No
     sign_in(client, "olga")
     page = client.get("/projects/decl-pkg/security")
     assert 'id="declarations"' in page.text
+    assert 'href="/projects/decl-pkg/security#declarations"' in client.get("/projects/decl-pkg/manage").text
     # Without a valid CSRF token: refused, nothing stored but the refusal's own event.
     before = state(bastion)
     forged = _post(client, "decl-pkg", {"action": "contact", "contact": "sec@example.org"}, csrf=False)
