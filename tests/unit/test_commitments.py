@@ -120,7 +120,7 @@ def build(w: World) -> None:
         "Requires-Dist: fixed-pkg<1.1\nRequires-Dist: clean-pkg>=1\n"
         "Requires-Dist: not-here>=1; python_version < \"3.9\"\n"))
     upload(w, alice, "dep-warn", "1.0", extra="Requires-Dist: clean-pkg\nRequires-Dist: not-here\n")
-    upload(w, alice, "dep-unknown", "1.0", extra="Requires-Dist: not-here\n")
+    upload(w, alice, "dep-unknown", "1.0", extra="Requires-Dist: not-here\nRequires-Dist: dep-unknown[extra]; extra == 'all'\n")
     upload(w, carol, "carols-pkg", "1.0")
     upload(w, alice, "archived-pkg", "1.0")
     upload(w, alice, "quarantined-pkg", "1.0")
@@ -237,6 +237,7 @@ def test_dependencies_monitored(world: World) -> None:
     assert verdict == "warn"
     assert evidence == ["1 of 2 dependencies monitored", "not-here: not on this index: cannot be checked here"]
     assert status(world, "dep-unknown", "dependencies", P)[0] == "unknown"
+    assert [row.name for row in report(world, "dep-unknown", P).dependencies] == ["not-here"]  # not itself
     assert status(world, "clean-pkg", "dependencies", P) == ("pass", ["1.0 has no dependencies"])
 
 

@@ -709,9 +709,11 @@ def dependency_rows(session: Session, requires_dist: Iterable[str], own_name: st
                                       latest_version=None, latest_vulnerable=False))
             continue
         name = canonicalize_name(req.name)
+        if name == own_name:  # ``pkg[extra]`` in pkg's own metadata: its extras, not a dependency
+            continue
         marker = str(req.marker) if req.marker is not None else None
         spec = str(req.specifier)
-        if name not in projects or name == own_name:
+        if name not in projects:
             rows.append(DependencyRow(requirement=line, name=name, specifier=spec, marker=marker, in_index=False,
                                       status=UNKNOWN, evidence="not on this index: cannot be checked here",
                                       latest_version=None, latest_vulnerable=False))
