@@ -49,6 +49,10 @@ def build_authz_world(w: World) -> None:
     w.token("spare", "owen")  # the token DELETE /api/v1/tokens/{id} revokes
     w.wheel(PROJECT, "3.0")
     w.wheel(NEW_PROJECT, "1.0")
+    from bastion.advisories.applications import register
+
+    with w.bastion.db.write() as session:
+        register(session, w.bastion, "shop", f"{PROJECT}==1.0\n", principal=OPERATOR, owner="owen")
     with w.bastion.db.read() as session:
         w.file_path = session.execute(  # type: ignore[attr-defined]
             select(File.path).where(File.filename.like("acme_widgets-1.0-%"))).scalar_one()
@@ -83,6 +87,16 @@ EXPECTED: dict[str, dict[str, int]] = {
         "create token": (401, 403, 403, 201, 201, 403, 403),
         "list tokens": (401, 403, 403, 200, 200, 403, 403),
         "revoke token": (401, 403, 403, 200, 200, 403, 403),
+        "register application (owner's)": (401, 403, 403, 200, 200, 403, 403),
+        "register application (new)": (401, 201, 201, 201, 201, 403, 403),
+        "list applications": (401, 200, 200, 200, 200, 403, 403),
+        "show application": (401, 403, 403, 200, 200, 403, 403),
+        "remove application": (401, 403, 403, 200, 200, 403, 403),
+        "import advisories": (401, 403, 403, 403, 400, 403, 403),  # the admin passes authorization
+        "POST /osv/v1/query": (200,) * 7,
+        "POST /osv/v1/querybatch": (200,) * 7,
+        "GET /security.json": (200,) * 7,
+        "GET /projects/{p}/security.json": (200,) * 7,
         "GET /simple/": (200,) * 7,
         "GET /simple/{p}/": (200,) * 7,
         "GET /pypi/{p}/json": (200,) * 7,
@@ -104,6 +118,16 @@ EVENTS: dict[str, list[str] | None] = {
     "create token": ["token.created"],
     "list tokens": None,
     "revoke token": ["token.revoked"],
+    "register application (owner's)": ["application.updated"],
+    "register application (new)": ["application.registered"],
+    "list applications": None,
+    "show application": None,
+    "remove application": ["application.removed"],
+    "import advisories": None,  # checked apart: an import is more than an event (test_advisories_api.py)
+    "POST /osv/v1/query": None,
+    "POST /osv/v1/querybatch": None,
+    "GET /security.json": None,
+    "GET /projects/{p}/security.json": None,
     "GET /simple/": None,
     "GET /simple/{p}/": None,
     "GET /pypi/{p}/json": None,
@@ -141,6 +165,30 @@ def _request(w: World, route: str, principal: str):  # type: ignore[no-untyped-d
         return c.get("/api/v1/users/owen/tokens", headers=api)
     if route == "revoke token":
         return c.delete(f"/api/v1/tokens/{w.token_ids['spare']}", headers=api)
+    if route == "register application (owner's)":
+        return c.put("/api/applications/shop", json={"format": "requirements", "content": f"{OTHER}==1.0\n"},
+                     headers=api)
+    if route == "register application (new)":
+        return c.put("/api/applications/fresh", json={"format": "requirements", "content": f"{PROJECT}==1.0\n"},
+                     headers=api)
+    if route == "list applications":
+        return c.get("/api/applications", headers=api)
+    if route == "show application":
+        return c.get("/api/applications/shop", headers=api)
+    if route == "remove application":
+        return c.delete("/api/applications/shop", headers=api)
+    if route == "import advisories":
+        return c.post("/api/v1/advisories", json=[], headers=api)  # refused after authorization: 400
+    if route == "POST /osv/v1/query":
+        return c.post("/osv/v1/query", json={"package": {"name": PROJECT, "ecosystem": "PyPI"}, "version": "1.0"},
+                      headers=api)
+    if route == "POST /osv/v1/querybatch":
+        return c.post("/osv/v1/querybatch", json={"queries": [{"package": {"name": PROJECT, "ecosystem": "PyPI"},
+                                                              "version": "1.0"}]}, headers=api)
+    if route == "GET /security.json":
+        return c.get("/security.json", headers=api)
+    if route == "GET /projects/{p}/security.json":
+        return c.get(f"/projects/{PROJECT}/security.json", headers=api)
     headers = basic_auth(token) if token else {}
     if route == "GET /simple/":
         return c.get("/simple/", headers=headers)
@@ -162,6 +210,8 @@ def test_the_matrix_covers_every_api_route(w: World) -> None:
         "/api/v1/projects/{project}/roles/{user}", "/api/v1/users", "/api/v1/users/{name}/admin",
         "/api/v1/users/{name}/tokens", "/api/v1/tokens/{token_id}", "/health",
         "/stats/2fa.json",  # public and read-only: the 2FA dashboard's figures
+        "/api/applications", "/api/applications/{name}", "/api/v1/advisories", "/osv/v1/query",
+        "/osv/v1/querybatch", "/security.json", "/projects/{name}/security.json",
     }
     assert documented == covered
 
