@@ -15,6 +15,7 @@ from rich.table import Table
 from bastion.cli import _fail, _open, data_dir_option, err, out
 
 PROBLEMS_SHOWN = 20
+ALERT_DRAIN_SECONDS = 120
 
 
 @click.group("advisories")
@@ -49,6 +50,8 @@ def import_command(path: Path, as_json: bool, data_dir: str | None) -> None:
                 summary = import_path(bastion, path, progress=progress)
             except ImportError_ as exc:
                 _fail(str(exc), 2)
+        if not bastion.tasks.drain(ALERT_DRAIN_SECONDS):  # the alerts' mail and webhook calls
+            err.print(f"[yellow]warning:[/] alerts still being sent after {ALERT_DRAIN_SECONDS} s were cut off")
     finally:
         bastion.close()
     if as_json:

@@ -372,7 +372,10 @@ def _write_batch(bastion: Bastion, batch: list[tuple[OsvRecord, str]], summary: 
             summary.projects.update(session.execute(
                 select(Project.normalized_name).where(Project.id.in_(projects))).scalars())
             summary.serial = refresh_projects(session, projects, "advisories matched")
-        alerts = collect_alerts(session, bastion, new_matches) if new_matches else Alerts()
+        # Every changed advisory, not only new matches here: an application may use a version this
+        # index does not hold (a pylock or SBOM from elsewhere).
+        alerts = collect_alerts(session, bastion, new_matches, advisory_ids=changed) \
+            if new_matches or changed else Alerts()
     return alerts
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from bastion.advisories.match import Matcher, parse_version
 from bastion.advisories.models import Advisory, AdvisoryPackage, VulnerabilityMatch
@@ -72,8 +72,9 @@ def _rank(ident: str) -> tuple[int, str]:
     return ({"PYSEC": 0, "GHSA": 1}.get(prefix, 2), ident)
 
 
-def merge_aliases(advisories: Sequence[tuple[Advisory, list[str]]]) -> list[AdvisoryView]:
-    """Group (advisory, its fixed versions for the package) pairs whose ids/aliases overlap."""
+def merge_aliases(advisories: Sequence[tuple[Advisory, list[str]]], *, with_records: bool = True) -> list[AdvisoryView]:
+    """Group (advisory, its fixed versions for the package) pairs whose ids/aliases overlap.
+    ``with_records=False`` leaves ``records`` empty (for rows loaded without their record)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -105,7 +106,7 @@ def merge_aliases(advisories: Sequence[tuple[Advisory, list[str]]]) -> list[Advi
             modified=max(a.modified for a, _ in members),
             withdrawn=max(a.withdrawn for a, _ in members) if withdrawn_all else None,  # type: ignore[type-var]
             fixed_in=fixed, link=OSV_LINK.format(id=head.id),
-            members=[a.id for a, _ in members], records=[a.record for a, _ in members],
+            members=[a.id for a, _ in members], records=[a.record for a, _ in members] if with_records else [],
         ))
     views.sort(key=lambda v: _rank(v.id))
     return views
@@ -135,15 +136,18 @@ def advisories_affecting(session: Session, name: str, version: str, *,
     return merge_aliases(list(found.values()))
 
 
-def stored_matches(session: Session, release_ids: Iterable[int], *,
-                   include_withdrawn: bool = False) -> dict[int, list[AdvisoryView]]:
-    """The stored matches of each release (alias-merged), by release id; releases without any are absent."""
+def stored_matches(session: Session, release_ids: Iterable[int], *, include_withdrawn: bool = False,
+                   with_records: bool = True) -> dict[int, list[AdvisoryView]]:
+    """The stored matches of each release (alias-merged), by release id; releases without any are
+    absent. ``with_records=False`` skips loading the whole OSV records (the JSON API needs none)."""
     ids = list(release_ids)
     if not ids:
         return {}
+    query = select(VulnerabilityMatch.release_id, Release.project_id, Advisory)
+    if not with_records:
+        query = query.options(defer(Advisory.record))
     rows = session.execute(
-        select(VulnerabilityMatch.release_id, Release.project_id, Advisory)
-        .join(Advisory, Advisory.id == VulnerabilityMatch.advisory_id)
+        query.join(Advisory, Advisory.id == VulnerabilityMatch.advisory_id)
         .join(Release, Release.id == VulnerabilityMatch.release_id)
         .where(VulnerabilityMatch.release_id.in_(ids))
     ).all()
@@ -166,7 +170,7 @@ def stored_matches(session: Session, release_ids: Iterable[int], *,
         for entry in entries.get((advisory.id, project_names[project_id]), []):
             fixed += Matcher(entry.ranges, entry.versions).fixed_in()
         by_release[release_id].append((advisory, fixed))
-    return {release_id: merge_aliases(pairs) for release_id, pairs in by_release.items()}
+    return {release_id: merge_aliases(pairs, with_records=with_records) for release_id, pairs in by_release.items()}
 
 
 def _project_names(session: Session, project_ids: set[int]) -> dict[int, str]:

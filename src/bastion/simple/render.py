@@ -415,7 +415,7 @@ def _load_core_metadata(session: Session, releases: list[ReleaseView]) -> None:
             select(Release.id, Release.core_metadata).where(Release.id.in_(list(missing)))
         ):
             missing[release_id].core_metadata = metadata
-        matches = stored_matches(session, list(missing), include_withdrawn=True)
+        matches = stored_matches(session, list(missing), include_withdrawn=True, with_records=False)
         for release_id, views in matches.items():
             missing[release_id].vulnerabilities = [view.pypi_json() for view in views]
 

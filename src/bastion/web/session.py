@@ -34,7 +34,7 @@ from bastion.errors import ServiceError
 from bastion.events import RequestContext, record_event
 from bastion.web.render import security_headers
 
-WEB_PREFIXES = ("/account", "/projects", "/admin", "/stats", "/static")
+WEB_PREFIXES = ("/account", "/projects", "/admin", "/stats", "/security", "/static")
 # Pages a user without 2FA may still reach when the index requires 2FA of everyone.
 MFA_ENROLLMENT_PATHS = ("/account/2fa", "/account/logout", "/account/reauth", "/account/verify-email")
 
