@@ -276,7 +276,11 @@ def bench_audit(snapshot: Path, work: Path, lines: int, runs: int, env: dict[str
         pip_audit_cmd = [str(BIN / "pip-audit"), "-s", "osv", "--osv-url", f"{url}/osv/v1/query", "--no-deps",
                          "--disable-pip", "-r", str(requirements), "-f", "json", "--progress-spinner", "off",
                          "--cache-dir", str(work / "pip-audit-cache")]
-        ours, theirs = [], []
+        # The same command without the `bastion` entry point's other commands (imported eagerly by
+        # bastion.cli): what `bastion audit` would cost if the CLI loaded its commands lazily.
+        direct_cmd = [sys.executable, "-c", "from bastion.advisories.audit_cli import audit_command; audit_command()",
+                      *bastion_cmd[2:]]
+        ours, theirs, startup, direct = [], [], [], []
         _timed(bastion_cmd, env, ok=(0, 1))  # warm-up: the server's first queries, the OS file cache
         ours_report = theirs_report = None
         for run in range(runs):
@@ -289,6 +293,8 @@ def bench_audit(snapshot: Path, work: Path, lines: int, runs: int, env: dict[str
                 else:
                     theirs_report = _json_of(result.stdout)
                 shutil.rmtree(work / "pip-audit-cache", ignore_errors=True)
+            startup.append(_timed([str(BIN / "bastion"), "--version"], env)[0])
+            direct.append(_timed(direct_cmd, env, ok=(0, 1))[0])
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -300,6 +306,9 @@ def bench_audit(snapshot: Path, work: Path, lines: int, runs: int, env: dict[str
         "bastion_audit_seconds": ours, "bastion_audit_median": statistics.median(ours),
         "pip_audit_seconds": theirs, "pip_audit_median": statistics.median(theirs),
         "ratio_pip_audit_over_bastion": statistics.median(theirs) / statistics.median(ours),
+        "bastion_cli_startup_seconds": startup, "bastion_cli_startup_median": statistics.median(startup),
+        "audit_command_alone_seconds": direct, "audit_command_alone_median": statistics.median(direct),
+        "ratio_pip_audit_over_audit_command_alone": statistics.median(theirs) / statistics.median(direct),
         "rows_bastion": _unmerged_counts(ours_report), "rows_pip_audit": _unmerged_counts(theirs_report),
         "findings_after_merging": sum(len(v) for v in ours_merged.values()),
         "same_ids_after_alias_merging": ours_merged == theirs_merged,
@@ -345,7 +354,11 @@ def main() -> None:
         results["audit"] = bench_audit(args.snapshot, work, lines, runs, env)
         a = results["audit"]
         print(f"    bastion audit: median {a['bastion_audit_median']:.2f} s   pip-audit: median "
-              f"{a['pip_audit_median']:.2f} s   ratio (pip-audit / bastion): {a['ratio_pip_audit_over_bastion']:.1f}x\n"
+              f"{a['pip_audit_median']:.2f} s   ratio (pip-audit / bastion): {a['ratio_pip_audit_over_bastion']:.2f}x\n"
+              f"    of bastion audit's time, the bare CLI start (`bastion --version`): median "
+              f"{a['bastion_cli_startup_median']:.2f} s; the audit command alone (python -c, no other "
+              f"commands imported): median {a['audit_command_alone_median']:.2f} s, ratio "
+              f"{a['ratio_pip_audit_over_audit_command_alone']:.2f}x\n"
               f"    {a['lines']} lines ({a['vulnerable_pins']} vulnerable pins); rows reported: bastion "
               f"{a['rows_bastion']}, pip-audit {a['rows_pip_audit']}; {a['findings_after_merging']} findings after "
               f"alias merging; same ids: "

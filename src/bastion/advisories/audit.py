@@ -254,7 +254,7 @@ def environment_paths(python: str) -> list[str]:
         paths = json.loads(result.stdout)
     except ValueError:
         raise AuditInputError(f"--python {python}: did not print its sys.path; is it a Python interpreter?") from None
-    return [p for p in paths if isinstance(p, str) and p]
+    return [p for p in paths if isinstance(p, str) and p and Path(p).exists()]  # sys.path lists absent zips too
 
 
 def read_environment(paths: Sequence[str] | None) -> tuple[list[Dependency], list[Skipped]]:
@@ -393,7 +393,7 @@ class IndexClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise IndexUnavailable(f"cannot reach the index at {self.base}: {reason}. Check --index-url "
-                                   "(default $BASTION_INDEX_URL or http://127.0.0.1:8080).") from None
+                                   "(default $BASTION_INDEX_URL, $BASTION_PUBLIC_URL or http://127.0.0.1:8080).") from None
         except ValueError:
             raise IndexUnavailable(f"{self.base}{path}: the answer is not JSON. Is {self.base} a Bastion index?") from None
 

@@ -1,8 +1,8 @@
 """``bastion audit``: audit requirements, a pylock.toml or an installed environment against an index.
 
-Talks HTTP to the index (``--index-url``; default ``$BASTION_INDEX_URL`` or
-``http://127.0.0.1:8080``), so it runs from any machine. Exit status: 0 clean, 1 findings remain
-(ignored ones aside), 2 bad input or the index unreachable. The report goes to stdout, progress
+Talks HTTP to the index (``--index-url``; default ``$BASTION_INDEX_URL``, else the configured
+``$BASTION_PUBLIC_URL``, else ``http://127.0.0.1:8080``), so it runs from any machine. Exit
+status: 0 clean, 1 findings remain (ignored ones aside), 2 bad input or the index unreachable. The report goes to stdout, progress
 and the summary to stderr.
 """
 
@@ -55,8 +55,9 @@ def _fail(message: str) -> None:
 @click.option("--path", "paths", multiple=True, type=click.Path(path_type=Path),
               help="Audit the distributions installed in this site-packages directory (repeatable).")
 @click.option("--python", "python", default=None, help="Audit the environment of this Python interpreter.")
-@click.option("--index-url", envvar="BASTION_INDEX_URL", default=DEFAULT_INDEX_URL, show_default=True,
-              help="The Bastion index to ask (its root, or its /simple/ URL); also $BASTION_INDEX_URL.")
+@click.option("--index-url", envvar=["BASTION_INDEX_URL", "BASTION_PUBLIC_URL"], default=DEFAULT_INDEX_URL,
+              show_default=True, help="The Bastion index to ask (its root, or its /simple/ URL); default "
+              "$BASTION_INDEX_URL, else the index's own $BASTION_PUBLIC_URL.")
 @click.option("--no-deps", is_flag=True, help="Audit the listed requirements only, not their dependencies.")
 @click.option("-f", "--format", "fmt", type=click.Choice(sorted(RENDERERS)), default="columns", show_default=True)
 @click.option("--ignore", "ignore_ids", multiple=True, metavar="ID[:YYYY-MM-DD]",

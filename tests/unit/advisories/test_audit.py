@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -339,6 +340,18 @@ def test_pylock_and_installed_environments(index: Index, tmp_path: Path) -> None
     report = report_json(result)
     assert vulns(report) == {"beta-parser 2.0.0": {"PYSEC-2098-3"}}
     assert {d["name"] for d in report["dependencies"]} == {"beta-parser", "delta-utils"}
+
+
+def test_an_interpreter_environment_and_the_index_from_the_environment(index: Index) -> None:
+    # This interpreter's own distributions (none has an advisory here); the index URL from
+    # $BASTION_INDEX_URL, as a developer sets it once.
+    result = CliRunner(env={"BASTION_INDEX_URL": index.url + "/simple/"}).invoke(
+        audit_command, ["--python", sys.executable, "-f", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    names = {d["name"] for d in report_json(result)["dependencies"]}
+    assert {"packaging", "pip-requirements-parser", "click"} <= names
+    result = CliRunner().invoke(audit_command, ["--python", "/nonexistent/python3"])
+    assert result.exit_code == 2 and "--python /nonexistent/python3: cannot run it" in result.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [
