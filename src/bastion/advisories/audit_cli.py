@@ -41,6 +41,8 @@ from bastion.advisories.audit import (
 )
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
+NOTES_SHOWN = 5
+"""Notes printed on stderr (a file of pins the index does not hold would print one per line)."""
 
 
 def _fail(message: str) -> None:
@@ -135,7 +137,9 @@ def audit_command(pylock: Path | None, requirements: tuple[Path, ...], paths: tu
     click.echo(text, nl=False)
     for warning in expiry_warnings(report):
         err.print(f"[yellow]warning:[/] {escape(warning)}")
-    for note in notes:
+    for note in notes[:NOTES_SHOWN]:
         err.print(f"note: {escape(note)}")
+    if len(notes) > NOTES_SHOWN:
+        err.print(f"note: ... and {len(notes) - NOTES_SHOWN} more (all of them in -f json's \"notes\")")
     err.print(summary_line(report))
     sys.exit(report.exit_code)

@@ -245,6 +245,11 @@ def test_what_cannot_be_resolved_is_listed_as_skipped(index: Index, tmp_path: Pa
     result = run_audit(index, "-r", requirements(tmp_path, "beta-parser==0.5\n"), "-f", "json")
     assert result.exit_code == 1 and vulns(report_json(result)) == {"beta-parser 0.5": {"PYSEC-2098-3"}}
     assert report_json(result)["notes"] == ["beta-parser 0.5 is not on the index: audited, its dependencies not followed"]
+    assert "note: beta-parser 0.5 is not on the index" in result.stderr
+    # Many such pins: five notes on stderr, then a count.
+    result = run_audit(index, "-r", requirements(tmp_path, "".join(f"beta-parser-{i}==1.0\n" for i in range(8))))
+    assert result.exit_code == 0 and result.stderr.count("note: ") == 6
+    assert "... and 3 more" in result.stderr
 
 
 def test_markdown_format(index: Index, tmp_path: Path) -> None:
