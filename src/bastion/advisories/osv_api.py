@@ -25,8 +25,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
+from packageurl import PackageURL
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -84,21 +84,16 @@ def _text_field(container: dict[str, Any], key: str, where: str, limit: int) -> 
 
 
 def _parse_purl(purl: str, where: str) -> tuple[str | None, str | None]:
-    """(name, version) of a ``pkg:pypi/name@version`` package URL; name None for another type."""
-    text = purl.strip()
-    if not text.lower().startswith("pkg:") or "/" not in text:
-        raise QueryError(f"{where}package.purl is not a package URL: {purl!r} "
-                         "(expected pkg:pypi/NAME or pkg:pypi/NAME@VERSION).")
-    text = text[4:].lstrip("/").split("#", 1)[0].split("?", 1)[0]
-    kind, _, rest = text.partition("/")
-    if kind.lower() != "pypi":
+    """(name, version) of a ``pkg:pypi/name@version`` package URL (read with packageurl-python);
+    name None for another type."""
+    try:
+        parsed = PackageURL.from_string(purl.strip())
+    except ValueError as exc:
+        raise QueryError(f"{where}package.purl is not a package URL: {purl!r} ({exc}; "
+                         "expected pkg:pypi/NAME or pkg:pypi/NAME@VERSION).") from None
+    if parsed.type != "pypi":
         return None, None
-    name, at, version = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    name = unquote(name.strip("/"))
-    if not name or "/" in name:
-        raise QueryError(f"{where}package.purl has no usable package name: {purl!r} "
-                         "(expected pkg:pypi/NAME or pkg:pypi/NAME@VERSION).")
-    return name, (unquote(version) if at else None)
+    return parsed.name, parsed.version
 
 
 def parse_query(data: Any, where: str = "") -> OsvQuery:
