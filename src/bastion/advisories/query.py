@@ -13,10 +13,10 @@ does); every "is it vulnerable" question leaves them out (``include_withdrawn=Fa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from packaging.utils import canonicalize_name
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from bastion.advisories.models import Advisory, AdvisoryPackage, VulnerabilityMa
 from bastion.packaging.models import Release
 
 OSV_LINK = "https://osv.dev/vulnerability/{id}"
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,9 +73,9 @@ def _rank(ident: str) -> tuple[int, str]:
     return ({"PYSEC": 0, "GHSA": 1}.get(prefix, 2), ident)
 
 
-def merge_aliases(advisories: Sequence[tuple[Advisory, list[str]]], *, with_records: bool = True) -> list[AdvisoryView]:
-    """Group (advisory, its fixed versions for the package) pairs whose ids/aliases overlap.
-    ``with_records=False`` leaves ``records`` empty (for rows loaded without their record)."""
+def group_overlapping(items: Sequence[T], keys: Callable[[T], Iterable[str]]) -> list[list[T]]:
+    """Group items that share a key, directly or through others (union-find over the keys);
+    ``keys(item)`` yields the item's own id first. Groups and their items keep the input order."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -83,15 +84,25 @@ def merge_aliases(advisories: Sequence[tuple[Advisory, list[str]]], *, with_reco
             x = parent[x]
         return x
 
-    for advisory, _ in advisories:
-        for alias in advisory.aliases or []:
-            parent[find(alias)] = find(advisory.id)
-        find(advisory.id)
-    groups: dict[str, list[tuple[Advisory, list[str]]]] = defaultdict(list)
-    for pair in advisories:
-        groups[find(pair[0].id)].append(pair)
+    firsts = []
+    for item in items:
+        own, *others = list(keys(item))
+        firsts.append(own)
+        for other in others:
+            parent[find(other)] = find(own)
+        find(own)
+    groups: dict[str, list[T]] = {}
+    for item, own in zip(items, firsts, strict=True):
+        groups.setdefault(find(own), []).append(item)
+    return list(groups.values())
+
+
+def merge_aliases(advisories: Sequence[tuple[Advisory, list[str]]], *, with_records: bool = True) -> list[AdvisoryView]:
+    """Group (advisory, its fixed versions for the package) pairs whose ids/aliases overlap.
+    ``with_records=False`` leaves ``records`` empty (for rows loaded without their record)."""
+    groups = group_overlapping(advisories, lambda pair: [pair[0].id, *(pair[0].aliases or [])])
     views = []
-    for members in groups.values():
+    for members in groups:
         members.sort(key=lambda pair: _rank(pair[0].id))
         head = members[0][0]
         ids = {a.id for a, _ in members}

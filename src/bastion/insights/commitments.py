@@ -51,7 +51,7 @@ from bastion.advisories.models import (
     ProjectSecurity,
     VulnerabilityMatch,
 )
-from bastion.advisories.query import AdvisoryView, merge_aliases, stored_matches
+from bastion.advisories.query import AdvisoryView, group_overlapping, merge_aliases, stored_matches
 from bastion.authz import Permission, Principal
 from bastion.db import utcnow
 from bastion.errors import ServiceError
@@ -396,22 +396,7 @@ def severity_rank(severity: str | None) -> int:
 def _merge_views(views: Iterable[AdvisoryView]) -> list[list[AdvisoryView]]:
     """Group the per-release views of one project that share an advisory id (one group per
     advisory, however its aliases were merged release by release)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    views = list(views)
-    for view in views:
-        for member in view.members or [view.id]:
-            parent[find(member)] = find(view.id)
-    groups: dict[str, list[AdvisoryView]] = defaultdict(list)
-    for view in views:
-        groups[find(view.id)].append(view)
-    return list(groups.values())
+    return group_overlapping(list(views), lambda view: [view.id, *(view.members or [])])
 
 
 def vulnerability_rows(releases: Sequence[_Release], matches: dict[int, list[AdvisoryView]],
