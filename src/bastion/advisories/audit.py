@@ -534,9 +534,8 @@ def _fix_versions(record: dict[str, Any], name: str, version: str) -> list[str]:
 
 def findings_for(dependency: Dependency, records: Sequence[dict[str, Any]]) -> list[Finding]:
     """One finding per alias group of the records (the JSON API's merging: PYSEC id shown first)."""
-    from bastion.advisories.models import Advisory
     from bastion.advisories.osv import RecordError, parse_record
-    from bastion.advisories.query import merge_aliases
+    from bastion.advisories.views import AdvisoryFacts, merge_aliases
 
     pairs = []
     for record in records:
@@ -546,7 +545,7 @@ def findings_for(dependency: Dependency, records: Sequence[dict[str, Any]]) -> l
             continue
         if parsed.withdrawn is not None:
             continue
-        advisory = Advisory(id=parsed.id, modified=parsed.modified, published=parsed.published, withdrawn=None,
+        advisory = AdvisoryFacts(id=parsed.id, modified=parsed.modified, published=parsed.published, withdrawn=None,
                             summary=parsed.summary, details=parsed.details, aliases=parsed.aliases, record=record)
         pairs.append((advisory, _fix_versions(record, dependency.name, dependency.version)))
     findings = []
