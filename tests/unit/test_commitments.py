@@ -389,3 +389,14 @@ def test_index_snapshot_recomputed_in_the_background_when_slow(world: World) -> 
         again = commitments.index_snapshot(session)
     assert again.key == fresh.key and [p.normalized_name for p in again.vulnerable] == [
         p.normalized_name for p in fresh.vulnerable]
+
+
+def test_a_record_without_a_summary_is_summarized_by_its_first_sentence() -> None:
+    from bastion.insights.commitments import _first_words
+
+    assert _first_words("Jinja2 before 2.10.1 has a sandbox escape. Details follow.") == \
+        "Jinja2 before 2.10.1 has a sandbox escape."
+    long = "word " * 100
+    cut = _first_words(long)
+    assert cut is not None and cut.endswith("…") and len(cut) <= 201
+    assert _first_words("   ") is None

@@ -393,6 +393,18 @@ def severity_rank(severity: str | None) -> int:
     return SEVERITY_RANK.get(severity, 1)
 
 
+def _first_words(text: str, limit: int = 200) -> str | None:
+    """A summary for a record without one (PYSEC records have only ``details``): its first
+    sentence, cut at ``limit`` characters on a word."""
+    text = " ".join(text.split())
+    if not text:
+        return None
+    sentence = text.split(". ", 1)[0]
+    if len(sentence) <= limit:
+        return sentence.rstrip(".") + "."
+    return sentence[:limit].rsplit(" ", 1)[0] + "…"
+
+
 def _merge_views(views: Iterable[AdvisoryView]) -> list[list[AdvisoryView]]:
     """Group the per-release views of one project that share an advisory id (one group per
     advisory, however its aliases were merged release by release)."""
@@ -424,7 +436,8 @@ def vulnerability_rows(releases: Sequence[_Release], matches: dict[int, list[Adv
             days = max(0, (first_fixed.created - published).days)
         rows.append(VulnerabilityRow(
             id=head.id, aliases=sorted(set(head.aliases) | {a for v in group for a in v.aliases} - {head.id}),
-            summary=head.summary or next((v.summary for v in group if v.summary), None), link=head.link,
+            summary=head.summary or next((v.summary for v in group if v.summary), None)
+            or _first_words(next((v.details for v in group if v.details), "")), link=head.link,
             published=published, severity=_severity(group), affected=[r.version for r in affected],
             fixed_in=fixed, first_fixed=first_fixed.version if first_fixed else None,
             first_fixed_date=first_fixed.created if first_fixed else None, days_to_fix=days,
