@@ -65,6 +65,7 @@ from bastion.db import advisory_lock, utcnow
 from bastion.errors import Forbidden, NotFound, ServiceError
 from bastion.events import CLI_CONTEXT, RequestContext, record_event
 from bastion.packaging.models import Project, Release
+from bastion.packaging.service import held_releases
 
 FORMATS = ("requirements", "pylock", "cyclonedx")
 CYCLONEDX_VERSIONS = ("1.4", "1.5", "1.6")
@@ -476,15 +477,20 @@ class _Candidate:
 
 
 def _releases(session: Session, names: Iterable[str]) -> dict[str, list[_Candidate]]:
-    """Releases of the projects of this index among ``names``, by normalized name."""
+    """Releases of the projects of this index among ``names``, by normalized name; not those whose
+    every file is held for review (published nowhere, so never chosen nor said to be here)."""
     found: dict[str, list[_Candidate]] = defaultdict(list)
     for chunk in _chunks(sorted(set(names))):
-        for name, release_id, version, canonical, yanked in session.execute(
-            select(Project.normalized_name, Release.id, Release.version, Release.canonical_version, Release.yanked)
+        rows = session.execute(
+            select(Project.normalized_name, Project.id, Release.id, Release.version, Release.canonical_version,
+                   Release.yanked)
             .join(Release, Release.project_id == Project.id)
             .where(Project.normalized_name.in_(chunk), Project.status != "quarantined")
-        ):
-            found[name].append(_Candidate(release_id, version, canonical, yanked))
+        ).all()
+        held = held_releases(session, sorted({row[1] for row in rows}))
+        for name, _, release_id, version, canonical, yanked in rows:
+            if release_id not in held:
+                found[name].append(_Candidate(release_id, version, canonical, yanked))
     return found
 
 

@@ -1,0 +1,72 @@
+"""Hardening: a release whose every file is held for review, or a quarantined project, leaks through
+none of issue 6's surfaces (security pages and JSON, the index-wide page, the JSON API's
+vulnerabilities, application resolution and findings, reverse dependencies), on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bastion.advisories.ingest import import_path
+from bastion.authz import OPERATOR
+from bastion.scanning import review
+from bastion.services import Bastion
+from tests.conftest import make_user, post_upload
+from tests.distbuilder import make_wheel, metadata_text, upload_form
+from tests.unit.test_commitments import write_advisory
+from tests.unit.uploads import hold_stored
+
+PUBLISHED = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def _upload(client: Any, tmp_path: Path, token: str, name: str, version: str, extra: str = "") -> str:
+    folder = tmp_path / "dists" / f"{name}-{version}"
+    folder.mkdir(parents=True)
+    wheel = make_wheel(folder, name, version, metadata=metadata_text(name, version, extra=extra))
+    response = post_upload(client, token, wheel, upload_form(wheel, name, version))
+    assert response.status_code == 200, response.text
+    return wheel.name
+
+
+def test_held_release_is_on_no_security_surface(bastion: Bastion, client: Any, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    _upload(client, tmp_path, token, "hidelib", "1.0")
+    held = _upload(client, tmp_path, token, "hidelib", "7.7.7")
+    held_dep = _upload(client, tmp_path, token, "hideuser", "1.0", extra="Requires-Dist: hidelib\n")
+    tree = tmp_path / "advisories"
+    write_advisory(tree, "PYSEC-2099-11", "hidelib", published=PUBLISHED, fixed="9.0", summary="bad")
+    import_path(bastion, tree)
+    case_id = hold_stored(bastion, held)
+    hold_stored(bastion, held_dep)
+
+    for url in ("/projects/hidelib/security", "/projects/hidelib/security.json", "/security", "/security.json",
+                "/pypi/hidelib/json", "/projects/hidelib/security/badge.svg"):
+        response = client.get(url)
+        assert "7.7.7" not in response.text, url
+        assert "hideuser" not in response.text, url
+    # An application asking for hidelib (any version) resolves to the published 1.0, never the held one.
+    owner = {"Authorization": f"Bearer {token}"}
+    created = client.put("/api/applications/shop", content=b"hidelib>=1\n",
+                         headers={**owner, "Content-Type": "text/plain"})
+    assert created.status_code == 201, created.text
+    assert "7.7.7" not in created.text
+    assert [(p["name"], p["version"]) for p in created.json()["packages_list"]] == [("hidelib", "1.0")]
+    pinned = client.put("/api/applications/pinned", content=b"hidelib==7.7.7\n",
+                        headers={**owner, "Content-Type": "text/plain"})
+    assert pinned.status_code == 201, pinned.text
+    # What the owner wrote is echoed, and the advisory data judges it (as the OSV API would), but the
+    # index does not say it holds that version.
+    assert [(p["version"], p["in_index"]) for p in pinned.json()["packages_list"]] == [("7.7.7", False)]
+
+    # Released from review: published, matched, listed, and what a new resolution picks.
+    with bastion.db.write() as session:
+        review.finish(bastion, review.decide_case(session, bastion, case_id, "release", OPERATOR))
+    document = client.get("/pypi/hidelib/json").json()
+    assert document["info"]["version"] == "7.7.7"
+    assert [v["id"] for v in document["vulnerabilities"]] == ["PYSEC-2099-11"]
+    report = client.get("/projects/hidelib/security.json").json()
+    assert "7.7.7" in {r["version"] for r in report["releases"]}
+    again = client.put("/api/applications/shop", content=b"hidelib>=1\n",
+                       headers={**owner, "Content-Type": "text/plain"})
+    assert [(p["name"], p["version"]) for p in again.json()["packages_list"]] == [("hidelib", "7.7.7")]
