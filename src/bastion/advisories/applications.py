@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 
 from bastion.accounts.models import User
 from bastion.accounts.mfa import decrypt_secret, encrypt_secret
+from bastion.accounts.policy import account_requires_mfa, mfa_policy
 from bastion.advisories.alerts import ALERTS_LOCK
 from bastion.advisories.match import Matcher
 from bastion.advisories.models import (
@@ -669,10 +670,14 @@ def check_email(address: str) -> str:
     return address
 
 
-def _authorize(principal: Principal | None, application: Application | None) -> Principal:
+def _authorize(principal: Principal | None, application: Application | None, *,
+               session: Session | None = None) -> Principal:
+    """MANAGE_APPLICATION; with ``session`` (a change, not a read) the 2FA policy applies too, as to
+    every account action (``everyone`` holds it to 2FA)."""
     target = None if application is None else (
         application.owner_id if application.owner_id is not None else ORPHANED)
-    decision = decide(principal, Permission.MANAGE_APPLICATION, target_user_id=target)
+    mfa_required = session is not None and account_requires_mfa(mfa_policy(session))
+    decision = decide(principal, Permission.MANAGE_APPLICATION, target_user_id=target, mfa_required=mfa_required)
     if not decision:
         raise Forbidden(decision.reason, status=401 if principal is None else 403)
     assert principal is not None
@@ -718,7 +723,8 @@ def register(
         check_email(contact_email)
     advisory_lock(session, f"bastion:application:{name}")  # two first registrations of one name: one wins
     existing = session.execute(select(Application).where(Application.name == name)).scalar_one_or_none()
-    _authorize(principal, existing)  # first: someone else's application is refused whatever the list says
+    # first: someone else's application is refused whatever the list says
+    _authorize(principal, existing, session=session)
     owner_id = _owner_id(session, principal, owner, existing)
     parsed = parse_list(content, fmt=fmt, filename=filename or f"{name} ({fmt or 'dependency list'})")
     packages = resolve(session, parsed)
@@ -839,7 +845,7 @@ def remove(session: Session, bastion: Any, name: str, *, principal: Principal | 
     if principal is None:
         raise Forbidden("authentication required: supply an API token (username __token__)", status=401)
     application = _find(session, name)
-    _authorize(principal, application)
+    _authorize(principal, application, session=session)
     owner = _username(session, application.owner_id)
     session.execute(delete(ApplicationPackage).where(ApplicationPackage.application_id == application.id))
     session.execute(delete(ApplicationAlert).where(ApplicationAlert.application_id == application.id))
