@@ -78,6 +78,9 @@ async def _read_put(request: Request) -> dict[str, Any]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ServiceError(f"the body is not valid JSON ({exc}): send {{\"format\": ..., \"content\": ...}}, "
                                "or the list itself with another Content-Type") from None
+        except RecursionError:
+            raise ServiceError("the body is JSON nested too deeply: send {\"format\": ..., \"content\": ...}, "
+                               "or the list itself with another Content-Type") from None
         if isinstance(document, dict) and "bomFormat" in document:
             fields["fmt"] = fields["fmt"] or "cyclonedx"  # the SBOM itself
             return fields

@@ -77,6 +77,8 @@ MAX_PACKAGES = 5000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+MAX_COMPONENT_DEPTH = 64
+"""Levels of nested CycloneDX components read (an SBOM nests a few)."""
 ORPHANED = 0
 """``target_user_id`` of an application whose owner account was deleted: no account has id 0,
 so only an admin may act on it (None would mean "a new application": anyone)."""
@@ -381,6 +383,9 @@ def parse_cyclonedx(text: str, filename: str = "bom.json") -> ParsedList:
     except json.JSONDecodeError as exc:
         raise DependencyListError(f"{filename}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno}): "
                                   "fix the file or generate the SBOM again (CycloneDX JSON)") from None
+    except RecursionError:
+        raise DependencyListError(f"{filename}: JSON nested too deeply: fix the file or generate the SBOM again "
+                                  "(CycloneDX JSON)") from None
     if not isinstance(bom, dict) or bom.get("bomFormat") != "CycloneDX":
         raise DependencyListError(f"{filename}: $.bomFormat must be \"CycloneDX\": this is not a CycloneDX JSON "
                                   "SBOM (XML SBOMs are not read: generate JSON)")
@@ -395,8 +400,11 @@ def parse_cyclonedx(text: str, filename: str = "bom.json") -> ParsedList:
     by_ref: dict[str, str] = {}
     skipped = 0
 
-    def walk(items: list[Any], path: str) -> None:
+    def walk(items: list[Any], path: str, depth: int = 1) -> None:
         nonlocal skipped
+        if depth > MAX_COMPONENT_DEPTH:
+            raise DependencyListError(f"{filename}: components nested too deeply (over {MAX_COMPONENT_DEPTH} "
+                                      "levels): fix the file or generate the SBOM again (CycloneDX JSON)")
         for index, component in enumerate(items):
             here = f"{path}[{index}]"
             if not isinstance(component, dict):
@@ -405,7 +413,7 @@ def parse_cyclonedx(text: str, filename: str = "bom.json") -> ParsedList:
             if nested is not None:
                 if not isinstance(nested, list):
                     raise DependencyListError(f"{filename}: {here}.components must be a list")
-                walk(nested, f"{here}.components")
+                walk(nested, f"{here}.components", depth + 1)
             purl_text = component.get("purl")
             if purl_text is None:
                 skipped += 1

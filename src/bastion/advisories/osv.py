@@ -42,20 +42,54 @@ _TextLoader.yaml_implicit_resolvers = {
 }
 
 
+MAX_DEPTH = 64
+"""Levels of nesting a record may have (osv.dev's records have under ten)."""
+MAX_NODES = 1_000_000
+"""Values (mappings, lists, scalars) a record may expand to: YAML anchors and aliases can make a
+few hundred bytes expand exponentially (a "billion laughs")."""
+TOO_DEEP = f"nested too deeply (over {MAX_DEPTH} levels): an OSV record is a few levels deep"
+
+
+def check_shape(value: Any) -> Any:
+    """``value`` when it is at most MAX_DEPTH levels deep and MAX_NODES values large (counted
+    without recursion, shared YAML aliases counted each time they are used); RecordError if not."""
+    stack = [(value, 1)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise RecordError(f"the record expands to more than {MAX_NODES:,} values (YAML anchors and aliases "
+                              "repeated?): an OSV record is far smaller; fix or drop the file")
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise RecordError(TOO_DEEP)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
 def load_yaml(text: str | bytes) -> Any:
-    """Parse YAML keeping every number and timestamp as its text; RecordError on bad YAML."""
+    """Parse YAML keeping every number and timestamp as its text; RecordError on bad YAML or a
+    record too deep or too large (see :func:`check_shape`)."""
     try:
-        return yaml.load(text, Loader=_TextLoader)  # noqa: S506  (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_TextLoader)  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise RecordError(f"not valid YAML: {_one_line(str(exc))}") from None
+    except RecursionError:
+        raise RecordError(TOO_DEEP) from None
+    return check_shape(data)
 
 
 def load_json(text: str | bytes) -> Any:
-    """Parse JSON; RecordError on bad JSON."""
+    """Parse JSON; RecordError on bad JSON or a record too deep or too large."""
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RecordError(TOO_DEEP) from None
+    return check_shape(data)
 
 
 def _one_line(text: str) -> str:

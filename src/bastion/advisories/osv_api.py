@@ -215,6 +215,9 @@ async def _json_body(request: Request, limit: int) -> Any:
         return json.loads(bytes(body))
     except (ValueError, UnicodeDecodeError) as exc:
         raise QueryError(f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise QueryError("The request body is nested too deeply: a query is a JSON object a few levels deep "
+                         "(see https://google.github.io/osv.dev/post-v1-query/).") from None
 
 
 def _error(exc: ServiceError) -> Response:

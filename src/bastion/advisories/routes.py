@@ -78,9 +78,15 @@ def _write_source(folder: Path, media: str, body: bytes) -> Path:
         document = json.loads(body)
     except ValueError as exc:
         raise ServiceError(f"The body is not valid JSON ({exc}): {HOW}.", status=400) from None
+    except RecursionError:
+        raise ServiceError(f"The body is JSON nested too deeply: {HOW}.", status=400) from None
     records = document if isinstance(document, list) else [document]
     if not records:
         raise ServiceError(f"The list of records is empty: {HOW}.", status=400)
     for position, record in enumerate(records):
-        (folder / f"record-{position}.json").write_text(json.dumps(record))
+        try:
+            text = json.dumps(record)
+        except RecursionError:  # each record is checked again (depth, size) when it is read
+            raise ServiceError(f"Record {position} is nested too deeply: {HOW}.", status=400) from None
+        (folder / f"record-{position}.json").write_text(text)
     return folder
