@@ -1,0 +1,55 @@
+"""Hardening: attacker-influenced advisory text (id, summary, details, aliases, references) and
+project metadata (a Project-URL labelled security with a ``javascript:`` URL) render inert on the
+security pages, the index-wide page and the badge, on both databases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bastion.advisories.ingest import import_path
+from bastion.services import Bastion
+from tests.conftest import make_user
+from tests.unit.advisories.test_hardening_quarantine import _upload
+
+EVIL_ID = 'PYSEC-"><b>owned<b>'
+RECORD = {
+    "id": EVIL_ID, "modified": "2099-01-01T00:00:00Z", "published": "2099-01-01T00:00:00Z",
+    "summary": "<script>alert('summary')</script>", "details": "<img src=x onerror=alert('details')>",
+    "aliases": ["<svg onload=alert('alias')>", "javascript:alert('alias')"],
+    "references": [{"type": "WEB", "url": "javascript:alert('reference')"}],
+    "database_specific": {"severity": "<iframe src=javascript:alert('severity')>"},
+    "affected": [{"package": {"ecosystem": "PyPI", "name": "xsslib"},
+                  "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "9.0"}]}]}],
+}
+
+
+def test_advisory_text_and_project_urls_render_inert(bastion: Bastion, client: Any, tmp_path: Path) -> None:
+    token = make_user(bastion, "alice")
+    _upload(client, tmp_path, token, "xsslib", "1.0",
+            extra="Project-URL: Security, javascript:alert('url')\nProject-URL: Security policy, "
+                  "https://example.org/security\n")
+    tree = tmp_path / "osv"
+    tree.mkdir()
+    (tree / "evil.json").write_text(json.dumps(RECORD))
+    summary = import_path(bastion, tree)
+    assert summary.added == 1, summary.problems
+
+    for url in ("/projects/xsslib/security", "/security", "/projects/xsslib/security/badge.svg"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        text = response.text.lower()
+        for raw in ("<script>alert", "<img src=x", "<svg onload", "<iframe", "<b>owned", 'href="javascript:',
+                    "href='javascript:"):
+            assert raw not in text, (url, raw)
+    page = client.get("/projects/xsslib/security").text
+    # Shown, as text: the escaped summary and id, the javascript: Project-URL as evidence only.
+    assert "&lt;script&gt;alert(" in page and "&lt;b&gt;owned&lt;b&gt;" in page
+    assert "javascript:alert(&#39;url&#39;)" in page
+    assert 'href="https://osv.dev/vulnerability/PYSEC-&#34;&gt;&lt;b&gt;owned&lt;b&gt;"' in page
+    assert "content-security-policy" in {k.lower() for k in client.get("/projects/xsslib/security").headers}
+    # The JSON twins carry the text as data (a JSON string), served as JSON.
+    document = client.get("/projects/xsslib/security.json")
+    assert document.headers["content-type"].startswith("application/json")
+    assert document.json()["vulnerabilities"][0]["summary"] == "<script>alert('summary')</script>"
