@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -69,7 +72,10 @@ SIGNATURE_HEADER = "X-Bastion-Signature"
 TIMESTAMP_HEADER = "X-Bastion-Timestamp"
 EVENT_HEADER = "X-Bastion-Event"
 WEBHOOK_TIMEOUT = 5.0
-"""Seconds one webhook call may take."""
+"""Seconds one read or write of a webhook call may wait."""
+WEBHOOK_DEADLINE = 10.0
+"""Seconds one try of a webhook call may take in all (connect, send, the answer's headers): the
+per-read timeout alone let a receiver that answers a byte at a time hold the call for hours."""
 RETRY_DELAYS = (1.0, 3.0)
 """Pauses before the second and third try of a failed call."""
 REPLAY_WINDOW = 300
@@ -325,13 +331,73 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a redirect is an answer, not a new place to send the alert
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _Watchdog:
+    """Shuts down the sockets of one try when it runs past its deadline (a blocked read then ends)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.sockets: list[socket.socket] = []
+        self.expired = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self.sockets.append(sock)
+            if self.expired:
+                sock.close()
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def _watched(base: type[http.client.HTTPConnection], watchdog: _Watchdog) -> Any:
+    """``base`` whose sockets (the TCP one under TLS too) the watchdog can shut down."""
+
+    class Connection(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            create = self._create_connection  # type: ignore[has-type]
+
+            def created(*a: Any, **k: Any) -> socket.socket:
+                return watchdog.watch(create(*a, **k))
+
+            self._create_connection = created
+
+    return Connection
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(_watched(http.client.HTTPConnection, watchdog), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(_watched(http.client.HTTPSConnection, watchdog), req,
+                                context=self._context)  # type: ignore[attr-defined]
+
+    return urllib.request.build_opener(_NoRedirect, Http, Https)
 
 
 def post_signed(url: str, body: bytes, secret: str, *, timeout: float = WEBHOOK_TIMEOUT,
-                delays: tuple[float, ...] | None = None) -> str:
+                deadline: float = WEBHOOK_DEADLINE, delays: tuple[float, ...] | None = None) -> str:
     """POST ``body`` signed with ``secret``; the outcome ("200", or "error: ...") after the retries
-    (``delays``, default :data:`RETRY_DELAYS`)."""
+    (``delays``, default :data:`RETRY_DELAYS`), each try cut off after ``deadline`` seconds."""
     from bastion import __version__
 
     delays = RETRY_DELAYS if delays is None else delays
@@ -345,16 +411,21 @@ def post_signed(url: str, body: bytes, secret: str, *, timeout: float = WEBHOOK_
             EVENT_HEADER: "advisory", TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: signature(secret, timestamp, body),
         })
+        watchdog = _Watchdog(deadline)
         try:
-            with _OPENER.open(request, timeout=timeout) as response:
-                return str(response.status)
+            with watchdog, _opener(watchdog).open(request, timeout=timeout) as response:
+                if not watchdog.expired:  # else the answer was cut short: not one to trust
+                    return str(response.status)
+            outcome = f"error: no answer within {deadline:g} s"
         except urllib.error.HTTPError as exc:
             outcome = f"error: HTTP {exc.code}" + (" (redirects are not followed)" if 300 <= exc.code < 400 else "")
             if exc.code < 500 and exc.code != 429:
                 break  # the receiver refused it: trying again would not help
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             outcome = f"error: {type(reason).__name__}: {reason}"
+            if watchdog.expired:
+                outcome = f"error: no answer within {deadline:g} s"
     tries = attempt + 1
     return f"{outcome} ({tries} tr{'y' if tries == 1 else 'ies'})"[:200]
 
