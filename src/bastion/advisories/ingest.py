@@ -54,6 +54,10 @@ BATCH = 250
 MAX_PROBLEMS_KEPT = 1000
 MAX_RECORD_BYTES = 5 * 1024 * 1024
 """A larger file is refused as a record (the biggest in osv.dev's PyPI export is ~300 KB)."""
+MAX_ZIP_MEMBERS = 200_000
+"""Records a zip may hold (osv.dev's PyPI export holds some tens of thousands)."""
+MAX_ZIP_BYTES = 2 * 1024 ** 3
+"""What a zip's records may add up to uncompressed: a zip bomb is refused before anything is read."""
 TASK_CONTEXT = RequestContext(ip=None, user_agent="bastion-advisories")
 SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
@@ -168,6 +172,12 @@ def _zip_records(path: Path) -> tuple[int, Iterator[RawRecord]]:
     if not members:
         archive.close()
         raise ImportError_(f"{path} holds no .json or .yaml members: is it an OSV export?")
+    total = sum(m.file_size for m in members)
+    if len(members) > MAX_ZIP_MEMBERS or total > MAX_ZIP_BYTES:
+        archive.close()
+        raise ImportError_(f"{path} holds {len(members):,} records of {total:,} bytes uncompressed; a zip may hold "
+                           f"at most {MAX_ZIP_MEMBERS:,} records and {MAX_ZIP_BYTES:,} bytes: split it, or unpack "
+                           "it and import the directory")
 
     def records() -> Iterator[RawRecord]:
         with archive:

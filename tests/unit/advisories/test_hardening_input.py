@@ -74,3 +74,36 @@ def test_deep_json_and_yaml_bombs_are_refused(bastion: Bastion, client: Any, tmp
     assert "expands to more than" in reasons["PYSEC-2099-22.yaml"], reasons
     assert "nested too deeply" in reasons["PYSEC-2099-23.json"], reasons
     assert "nested too deeply" in reasons["PYSEC-2099-24.json"], reasons
+
+
+def test_zip_over_the_member_or_size_caps_is_refused_up_front(bastion: Bastion, client: Any,
+                                                             monkeypatch: Any) -> None:
+    import io
+    import zipfile
+
+    from bastion.advisories import ingest
+
+    token = make_user(bastion, "root", admin=True)
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/zip"}
+    monkeypatch.setattr(ingest, "MAX_ZIP_MEMBERS", 3)
+    monkeypatch.setattr(ingest, "MAX_ZIP_BYTES", 1024 * 1024)
+
+    def archive(members: dict[str, bytes]) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+        return buffer.getvalue()
+
+    good = GOOD.encode()
+    before = state(bastion)
+    many = archive({f"r{i}.yaml": good for i in range(4)})
+    bomb = archive({"a.json": b" " * 700_000, "b.json": b" " * 700_000})  # 1.4 MB from a few KB
+    assert len(bomb) < 20_000
+    for body, counted in ((many, "holds 4 records"), (bomb, "1,400,000 bytes uncompressed")):
+        response = client.post("/api/v1/advisories", content=body, headers=auth)
+        assert response.status_code == 400, response.text
+        message = response.json()["error"]
+        assert counted in message and "split it" in message, message
+    assert state(bastion) == before  # not even an import run
+    assert client.post("/api/v1/advisories", content=archive({"r.yaml": good}), headers=auth).json()["added"] == 1
