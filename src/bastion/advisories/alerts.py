@@ -127,15 +127,20 @@ def collect_alerts(session: Session, bastion: Bastion, new_matches: list[NewMatc
 # -- maintainers ----------------------------------------------------------------------------------
 
 def _latest_releases(session: Session, project_ids: set[int]) -> dict[int, tuple[int, str]]:
-    """project id -> (release id, version) of its latest release (PyPI's choice)."""
+    """project id -> (release id, version) of its latest release (PyPI's choice) among those
+    published: a release whose every file is held for review is installed by no one."""
     from bastion.packaging.models import Release
+    from bastion.packaging.service import held_releases
     from bastion.simple.render import ProjectView, ReleaseView, latest_release
 
     views: dict[int, ProjectView] = {}
+    held = held_releases(session, sorted(project_ids))
     for release_id, project_id, version, yanked in session.execute(
         select(Release.id, Release.project_id, Release.version, Release.yanked)
         .where(Release.project_id.in_(sorted(project_ids)))
     ):
+        if release_id in held:
+            continue
         view = views.setdefault(project_id, ProjectView(id=project_id, name="", normalized_name="", last_serial=0))
         view.releases.append(ReleaseView(id=release_id, version=version, yanked=yanked, yanked_reason=None,
                                          requires_python=None))

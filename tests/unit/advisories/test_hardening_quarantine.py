@@ -70,3 +70,20 @@ def test_held_release_is_on_no_security_surface(bastion: Bastion, client: Any, t
     again = client.put("/api/applications/shop", content=b"hidelib>=1\n",
                        headers={**owner, "Content-Type": "text/plain"})
     assert [(p["name"], p["version"]) for p in again.json()["packages_list"]] == [("hidelib", "7.7.7")]
+
+
+def test_maintainers_hear_of_their_published_latest_not_a_held_one(bastion_with: Any, smtp_server: Any,
+                                                                   tmp_path: Path) -> None:
+    from tests.unit.advisories.test_alerts import advisory_mail
+
+    bastion, client = bastion_with(smtp_host=smtp_server.host, smtp_port=smtp_server.port)
+    token = make_user(bastion, "alice")
+    _upload(client, tmp_path, token, "heldmail", "1.0")
+    held = _upload(client, tmp_path, token, "heldmail", "2.0")
+    hold_stored(bastion, held)
+    tree = tmp_path / "advisories"
+    write_advisory(tree, "PYSEC-2099-41", "heldmail", published=PUBLISHED, fixed="2.0", summary="bad")
+    import_path(bastion, tree)
+    # 1.0 is what pip installs: its maintainers are told; the held 2.0 (fixed) does not hide it.
+    assert advisory_mail(bastion, smtp_server) == [("alice@example.org", "[Bastion] heldmail 1.0: PYSEC-2099-41 affects "
+                                                                        "your latest release")]
