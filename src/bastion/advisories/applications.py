@@ -530,7 +530,10 @@ def _choose(candidates: list[_Candidate], specifier: str, pinned: str | None) ->
 def resolve(session: Session, parsed: ParsedList) -> list[Dependency]:
     """Give each dependency of a requirements list its version in this index, and add the
     dependencies of the chosen releases (``Requires-Dist``), transitively."""
-    if parsed.complete:
+    if parsed.complete:  # a lock or SBOM lists every package itself: held to the same size
+        if len(parsed.dependencies) > MAX_PACKAGES:
+            raise DependencyListError(f"the list has {len(parsed.dependencies)} packages and may not exceed "
+                                      f"{MAX_PACKAGES} packages: register a smaller application")
         return list(parsed.dependencies)
     chosen: dict[str, Dependency] = {}
     release_of: dict[str, int] = {}

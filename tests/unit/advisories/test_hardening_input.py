@@ -107,3 +107,22 @@ def test_zip_over_the_member_or_size_caps_is_refused_up_front(bastion: Bastion, 
         assert counted in message and "split it" in message, message
     assert state(bastion) == before  # not even an import run
     assert client.post("/api/v1/advisories", content=archive({"r.yaml": good}), headers=auth).json()["added"] == 1
+
+
+def test_a_huge_sbom_or_pylock_is_refused_like_a_huge_requirements_list(bastion: Bastion, client: Any) -> None:
+    from bastion.advisories.applications import MAX_PACKAGES
+
+    token = make_user(bastion, "carol")
+    auth = {"Authorization": f"Bearer {token}"}
+    count = MAX_PACKAGES + 1
+    sbom = {"bomFormat": "CycloneDX", "specVersion": "1.5",
+            "components": [{"name": f"p{i}", "purl": f"pkg:pypi/p{i}@1.0"} for i in range(count)]}
+    pylock = 'lock-version = "1.0"\ncreated-by = "test"\n' + "".join(
+        f'[[packages]]\nname = "p{i}"\nversion = "1.0"\nwheels = [{{ url = "https://files.example.org/p{i}-1.0-py3-none-any.whl", '
+        f'hashes = {{ sha256 = "{"ab" * 32}" }} }}]\n' for i in range(count))
+    before = state(bastion)
+    for kwargs in ({"json": sbom}, {"json": {"format": "pylock", "content": pylock}}):
+        response = client.put("/api/applications/huge", headers=auth, **kwargs)
+        assert response.status_code == 400, response.text[:300]
+        assert f"exceed {MAX_PACKAGES} packages" in response.json()["error"], response.text[:300]
+    assert state(bastion) == before

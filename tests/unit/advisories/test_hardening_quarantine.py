@@ -37,6 +37,8 @@ def test_held_release_is_on_no_security_surface(bastion: Bastion, client: Any, t
     tree = tmp_path / "advisories"
     write_advisory(tree, "PYSEC-2099-11", "hidelib", published=PUBLISHED, fixed="9.0", summary="bad")
     import_path(bastion, tree)
+    assert "7.7.7" in client.get("/security.json").text  # computed (and cached) while still published
+    assert "7.7.7" in client.get("/projects/hidelib/security.json").text
     case_id = hold_stored(bastion, held)
     hold_stored(bastion, held_dep)
 
