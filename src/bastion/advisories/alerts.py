@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable
@@ -440,6 +441,12 @@ def _gave_up(status: str) -> bool:
     return status.startswith("error:") and status.endswith("tries)")
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 def call_webhooks(bastion: Bastion, calls: list[WebhookCall]) -> list[str]:
     """Make one application's calls, in order (a background task), storing each outcome in a short
     transaction of its own. Once a call failed after every try, the rest are not tried (marked so):
@@ -465,8 +472,9 @@ def call_webhooks(bastion: Bastion, calls: list[WebhookCall]) -> list[str]:
         else:
             status = post_signed(url, call.body, secret)
             if not status.startswith("2"):
-                log.warning("webhook of application %s (%s) for %s: %s", name, url, ", ".join(call.advisory_ids),
-                            status)
+                # the host only: chat-style webhook URLs carry their credential in the path or query
+                log.warning("webhook of application %s (%s) for %s: %s", name, _origin(url),
+                            ", ".join(call.advisory_ids), status)
             if _gave_up(status):
                 down = status
         with bastion.db.write() as session:

@@ -5,6 +5,7 @@ call's whole deadline; redirects are answers, not new places to send the alert; 
 from __future__ import annotations
 
 import socket
+from typing import Any
 import threading
 import time
 
@@ -83,3 +84,27 @@ def test_webhook_url_rules(url: str, message: str) -> None:
     with pytest.raises(ServiceError) as refused:
         check_webhook_url(url)
     assert message in refused.value.message
+
+
+def test_a_failed_call_logs_no_secret_part_of_the_url(bastion: Any, caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chat-style webhook URLs carry their credential in the path or query: the log names the host."""
+    from sqlalchemy import select
+
+    from bastion.advisories.applications import register
+    from bastion.advisories.models import Application
+    from bastion.authz import OPERATOR
+    from tests.conftest import make_user
+    from tests.mailbox import free_port
+
+    make_user(bastion, "carol")
+    url = f"http://127.0.0.1:{free_port()}/services/T000/B000/XyZsEcReTpAtH?token=QuErYsEcReT"
+    with bastion.db.write() as session:
+        register(session, bastion, "chat", "flask\n", principal=OPERATOR, owner="carol", webhook_url=url)
+        application_id = session.execute(select(Application.id)).scalar_one()
+    monkeypatch.setattr(alerts, "RETRY_DELAYS", (0.0,))
+    with caplog.at_level("WARNING", logger="bastion.alerts"):
+        outcomes = alerts.call_webhooks(bastion, [alerts.WebhookCall(application_id, ("PYSEC-1",), b"{}")])
+    assert outcomes[0].startswith("error: ConnectionRefusedError")
+    assert "webhook of application chat (http://127.0.0.1:" in caplog.text
+    assert "XyZsEcReTpAtH" not in caplog.text and "QuErYsEcReT" not in caplog.text
