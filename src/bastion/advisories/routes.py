@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from bastion.accounts.policy import account_requires_mfa, mfa_policy
 from bastion.advisories.ingest import ImportError_, import_path
 from bastion.authz import Permission, decide
 from bastion.errors import Forbidden, ServiceError
@@ -34,7 +35,9 @@ async def post_advisories(request: Request) -> Any:
     bastion = bastion_of(request)
     try:
         auth = authenticate(request)
-        decision = decide(auth[0] if auth else None, Permission.IMPORT_ADVISORIES)
+        with bastion.db.read() as session:  # the 2FA mandate: 'everyone' holds every action beyond reading
+            mfa_required = account_requires_mfa(mfa_policy(session))
+        decision = decide(auth[0] if auth else None, Permission.IMPORT_ADVISORIES, mfa_required=mfa_required)
         if not decision:
             raise Forbidden(decision.reason, status=401 if auth is None else 403)
         assert auth is not None

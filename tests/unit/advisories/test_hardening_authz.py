@@ -1,6 +1,7 @@
 """Hardening of who may act on issue 6's surfaces, on both databases: the 2FA mandate (policy
-``everyone``: every action beyond reading) holds for registering and removing applications through
-the API as it does for every other account action; a refusal stores nothing."""
+``everyone``: every action beyond reading) holds for registering and removing applications and for
+pushing advisories through the API, as it does for every other account action; a refusal stores
+nothing."""
 
 from __future__ import annotations
 
@@ -43,3 +44,18 @@ def test_the_everyone_mandate_holds_for_applications(bastion: Bastion, client: A
     assert client.get("/api/applications/early", headers=_bearer(plain)).status_code == 200
     assert client.put("/api/applications/shop", content=b"flask\n", headers=_bearer(secured)).status_code == 201
     assert client.delete("/api/applications/shop", headers=_bearer(secured)).status_code == 200
+
+
+def test_the_everyone_mandate_holds_for_pushing_advisories(bastion: Bastion, client: Any) -> None:
+    record = b'{"id": "PYSEC-2099-51", "modified": "2099-01-01T00:00:00Z"}'
+    plain = {"Authorization": f"Bearer {make_user(bastion, 'root', admin=True)}", "Content-Type": "application/json"}
+    secured = {"Authorization": f"Bearer {make_user(bastion, 'root2', admin=True)}",
+               "Content-Type": "application/json"}
+    with bastion.db.write() as session:
+        session.execute(update(User).where(User.username == "root2").values(mfa_enabled=utcnow()))
+        policy.set_mfa_policy(session, "everyone", principal=OPERATOR)
+    before = state(bastion)
+    refused = client.post("/api/v1/advisories", content=record, headers=plain)
+    assert refused.status_code == 403 and "two-factor authentication is required" in refused.json()["error"]
+    assert state(bastion) == before
+    assert client.post("/api/v1/advisories", content=record, headers=secured).json()["added"] == 1
