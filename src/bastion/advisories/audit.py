@@ -22,6 +22,7 @@ audits from any machine that reaches the index. JSON fetches run in a small thre
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tomllib
 import urllib.error
@@ -619,7 +620,17 @@ def audit(client: IndexClient, dependencies: Sequence[Dependency], *, ignores: S
 
 # -- output ---------------------------------------------------------------------------------------
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """``text`` without control characters: what an index serves (advisory text from a public
+    database) must not reach the terminal as escape sequences (hiding rows, rewriting the screen)."""
+    return _CONTROL.sub("", str(text))
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
     line = lambda cells: " ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
@@ -650,7 +661,7 @@ def render_columns(report: Report) -> str:
 
 def render_markdown(report: Report) -> str:
     def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-        escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+        escape = lambda text: printable(text).replace("|", "\\|")  # noqa: E731
         return [" | ".join(headers), " | ".join("---" for _ in headers),
                 *(" | ".join(escape(c) for c in row) for row in rows)]
 

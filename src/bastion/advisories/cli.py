@@ -12,10 +12,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bastion.advisories.audit import printable
 from bastion.cli import _fail, _open, data_dir_option, err, out
 
 PROBLEMS_SHOWN = 20
 ALERT_DRAIN_SECONDS = 120
+
+
+def _text(value: str) -> str:
+    """Advisory text (from a public database) as plain terminal text: no rich markup, no control characters."""
+    return escape(printable(value))
 
 
 @click.group("advisories")
@@ -102,7 +108,8 @@ def list_command(project: str | None, vulnerable: bool, data_dir: str | None) ->
         if vulnerable and not matched:
             continue
         shown += 1
-        table.add_row(row.id, ", ".join(row.aliases or []), ", ".join(sorted(names.get(row.id, []))), str(matched),
+        table.add_row(_text(row.id), _text(", ".join(row.aliases or [])), ", ".join(sorted(names.get(row.id, []))),
+                      str(matched),
                       row.modified.date().isoformat(), "withdrawn" if row.withdrawn else "")
     out.print(table)
     out.print(f"{shown} advisories")
@@ -138,10 +145,10 @@ def show_command(advisory_id: str, data_dir: str | None) -> None:
             ).all()
     finally:
         bastion.close()
-    out.print(f"[bold]{escape(advisory.id)}[/]" + (f"  (aliases: {escape(', '.join(advisory.aliases))})" if advisory.aliases else ""))
+    out.print(f"[bold]{_text(advisory.id)}[/]" + (f"  (aliases: {_text(', '.join(advisory.aliases))})" if advisory.aliases else ""))
     if advisory.withdrawn:
         out.print(f"[yellow]withdrawn {advisory.withdrawn.isoformat()}[/]")
-    out.print(escape(advisory.summary or advisory.details[:300]), highlight=False)
+    out.print(_text(advisory.summary or advisory.details[:300]), highlight=False)
     out.print(f"modified {advisory.modified.isoformat()}  from {escape(advisory.origin)}", highlight=False)
     for entry in entries:
         matcher = Matcher(entry.ranges, entry.versions)

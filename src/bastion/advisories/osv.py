@@ -213,7 +213,7 @@ def parse_record(data: Any) -> OsvRecord:
     ident = _text(data.get("id"), "id", required=True)
     assert ident is not None
     ident = ident.strip()
-    if not ident or any(c.isspace() or c == "/" for c in ident) or len(ident) > 100:
+    if not ident or any(c.isspace() or c == "/" or not c.isprintable() for c in ident) or len(ident) > 100:
         raise RecordError(f"'id' is not a usable advisory id: {data.get('id')!r}")
     if "modified" not in data:
         raise RecordError("'modified' is missing (it decides whether a re-import replaces the stored record)")

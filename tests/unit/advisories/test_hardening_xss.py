@@ -53,3 +53,31 @@ def test_advisory_text_and_project_urls_render_inert(bastion: Bastion, client: A
     document = client.get("/projects/xsslib/security.json")
     assert document.headers["content-type"].startswith("application/json")
     assert document.json()["vulnerabilities"][0]["summary"] == "<script>alert('summary')</script>"
+
+
+def test_advisory_text_reaches_terminals_inert(bastion: Bastion, tmp_path: Path, data_dir: Path,
+                                              database_url: str) -> None:
+    """Rich markup and terminal escape sequences in advisory text (aliases, summary) print as plain
+    text in ``bastion advisories list|show`` and ``bastion audit``'s tables; an id holding a
+    control character is refused at import."""
+    from bastion.advisories.audit import Finding, Report, render_columns, render_markdown
+    from tests.unit.advisories.test_app_api import cli
+
+    tree = tmp_path / "term"
+    tree.mkdir()
+    record = {"id": "PYSEC-2099-61", "modified": "2099-01-01T00:00:00Z", "aliases": ["[/]", "[bold]CVE-1"],
+              "summary": "clean\x1b[2J\x1b]0;pwned\x07 text", "affected": []}
+    (tree / "ok.json").write_text(json.dumps(record))
+    (tree / "bad.json").write_text(json.dumps(record | {"id": "PYSEC-\x1b[8m"}))
+    summary = import_path(bastion, tree)
+    assert summary.added == 1 and "not a usable advisory id" in summary.problems[0].reason
+    listed = cli(data_dir, database_url, "advisories", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "[/], [bold]CVE-1" in listed.stdout
+    shown = cli(data_dir, database_url, "advisories", "show", "PYSEC-2099-61")
+    assert shown.returncode == 0, shown.stderr
+    assert "clean[2J]0;pwned text" in shown.stdout and "\x1b" not in shown.stdout
+
+    report = Report(findings=[Finding("pkg", "1.0", "PYSEC-\x1b[8m1", [], ["2.0\x1b[1A"], "hidden\x1b[8m|x")])
+    for text in (render_columns(report), render_markdown(report)):
+        assert "\x1b" not in text and "PYSEC-[8m1" in text
