@@ -89,3 +89,35 @@ def test_maintainers_hear_of_their_published_latest_not_a_held_one(bastion_with:
     # 1.0 is what pip installs: its maintainers are told; the held 2.0 (fixed) does not hide it.
     assert advisory_mail(bastion, smtp_server) == [("alice@example.org", "[Bastion] heldmail 1.0: PYSEC-2099-41 affects "
                                                                         "your latest release")]
+
+
+def test_quarantined_project_is_on_no_security_surface(bastion: Bastion, client: Any, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from bastion.events import CLI_CONTEXT
+    from bastion.packaging.models import Project
+
+    token = make_user(bastion, "alice")
+    _upload(client, tmp_path, token, "qsec", "1.0")
+    _upload(client, tmp_path, token, "qdependent", "1.0", extra="Requires-Dist: qsec\n")
+    tree = tmp_path / "advisories"
+    write_advisory(tree, "PYSEC-2099-71", "qsec", published=PUBLISHED, fixed="9.0", summary="bad")
+    import_path(bastion, tree)
+    assert "qsec" in client.get("/security.json").text  # cached while visible
+    assert "qsec" in client.get("/projects/qdependent/security.json").text
+    with bastion.db.write() as session:
+        project = session.execute(select(Project).where(Project.normalized_name == "qsec")).scalar_one()
+        outcome = review.quarantine_project(session, bastion, project, source="admin", summary="suspected",
+                                            principal=OPERATOR, context=CLI_CONTEXT)
+    review.finish(bastion, outcome)
+
+    assert "qsec" not in client.get("/security.json").text and "qsec" not in client.get("/security").text
+    report = client.get("/projects/qsec/security.json").json()
+    assert report["quarantined"] is True and report["vulnerabilities"] == [] and report["releases"] == []
+    assert "1.0" not in client.get("/projects/qsec/security").text
+    dependency = client.get("/projects/qdependent/security.json").json()["dependencies"]
+    assert [(d["name"], d["in_index"]) for d in dependency] == [("qsec", False)]
+    owner = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
+    created = client.put("/api/applications/qapp", content=b"qsec\n", headers=owner).json()
+    assert [(p["version"], p["in_index"], p["vulnerabilities"]) for p in created["packages_list"]] == \
+        [(None, False, [])]
