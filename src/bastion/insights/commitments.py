@@ -31,7 +31,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -905,11 +905,31 @@ def index_snapshot(session: Session) -> IndexSnapshot:
         if start:
             threading.Thread(target=_refresh, args=(bind.engine, where), name="security-snapshot", daemon=True).start()
         assert cached is not None
-        return cached
+        return _without_hidden(session, cached)
     snapshot = _compute_snapshot(session, key)
     with _SNAPSHOT_LOCK:
         _SNAPSHOTS[where] = snapshot
     return snapshot
+
+
+def _without_hidden(session: Session, snapshot: IndexSnapshot) -> IndexSnapshot:
+    """The previous snapshot, served while the next is computed, without what was quarantined or
+    held for review since: projects now quarantined, latest releases now held, and (until the
+    next snapshot says which release named them) dependents now quarantined or holding a release."""
+    quarantined = set(session.execute(
+        select(Project.normalized_name).where(Project.status == "quarantined")).scalars())
+    held = {(name, version) for name, version in session.execute(
+        select(Project.normalized_name, Release.version).join(Release, Release.project_id == Project.id)
+        .join(File, File.release_id == Release.id).group_by(Release.id, Project.normalized_name, Release.version)
+        .having(func.sum(case((File.quarantined.is_(False), 1), else_=0)) == 0))}
+    hidden = quarantined | {name for name, _ in held}
+    return replace(
+        snapshot,
+        vulnerable=[p for p in snapshot.vulnerable
+                    if p.normalized_name not in quarantined and (p.normalized_name, p.latest_version) not in held],
+        reverse_dependencies={dep: [name for name in names if name not in hidden]
+                              for dep, names in snapshot.reverse_dependencies.items()},
+    )
 
 
 def _refresh(engine: Engine, where: str) -> None:

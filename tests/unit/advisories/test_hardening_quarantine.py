@@ -121,3 +121,39 @@ def test_quarantined_project_is_on_no_security_surface(bastion: Bastion, client:
     created = client.put("/api/applications/qapp", content=b"qsec\n", headers=owner).json()
     assert [(p["version"], p["in_index"], p["vulnerabilities"]) for p in created["packages_list"]] == \
         [(None, False, [])]
+
+
+def test_a_stale_snapshot_served_during_a_background_recompute_hides_new_holds(
+        bastion: Bastion, client: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """On a large index the index-wide snapshot is recomputed in the background while the previous
+    one is served: what was quarantined or held since must not be in what is served meanwhile."""
+    from sqlalchemy import select
+
+    from bastion.events import CLI_CONTEXT
+    from bastion.insights import commitments
+    from bastion.packaging.models import Project
+
+    token = make_user(bastion, "alice")
+    _upload(client, tmp_path, token, "sbase", "1.0")
+    _upload(client, tmp_path, token, "squar", "1.0", extra="Requires-Dist: sbase\n")
+    _upload(client, tmp_path, token, "sheld", "1.0")
+    held = _upload(client, tmp_path, token, "sheld", "2.0", extra="Requires-Dist: sbase\n")
+    tree = tmp_path / "advisories"
+    for n, name in ((81, "squar"), (82, "sheld")):
+        write_advisory(tree, f"PYSEC-2099-{n}", name, published=PUBLISHED, fixed="9.0", summary="bad")
+    import_path(bastion, tree)
+    primed = client.get("/security.json").text
+    assert "squar" in primed and '"2.0"' in primed
+    assert sorted(client.get("/projects/sbase/security.json").json()["usage"]["reverse_dependencies"]) == \
+        ["sheld", "squar"]
+
+    monkeypatch.setattr(commitments, "SYNC_RECOMPUTE_SECONDS", -1.0)  # from now on, recomputed in the background
+    with bastion.db.write() as session:
+        project = session.execute(select(Project).where(Project.normalized_name == "squar")).scalar_one()
+        outcome = review.quarantine_project(session, bastion, project, source="admin", summary="suspected",
+                                            principal=OPERATOR, context=CLI_CONTEXT)
+    review.finish(bastion, outcome)
+    hold_stored(bastion, held)
+    for url in ("/security.json", "/security", "/projects/sbase/security.json"):
+        text = client.get(url).text
+        assert "squar" not in text and "sheld 2.0" not in text and '"2.0"' not in text, (url, text[:2000])
