@@ -923,13 +923,13 @@ def _without_hidden(session: Session, snapshot: IndexSnapshot) -> IndexSnapshot:
         .join(File, File.release_id == Release.id).group_by(Release.id, Project.normalized_name, Release.version)
         .having(func.sum(case((File.quarantined.is_(False), 1), else_=0)) == 0))}
     hidden = quarantined | {name for name, _ in held}
-    return replace(
-        snapshot,
-        vulnerable=[p for p in snapshot.vulnerable
-                    if p.normalized_name not in quarantined and (p.normalized_name, p.latest_version) not in held],
-        reverse_dependencies={dep: [name for name in names if name not in hidden]
-                              for dep, names in snapshot.reverse_dependencies.items()},
-    )
+    vulnerable = [p for p in snapshot.vulnerable
+                  if p.normalized_name not in quarantined and (p.normalized_name, p.latest_version) not in held]
+    reverse = {dep: [name for name in names if name not in hidden]
+               for dep, names in snapshot.reverse_dependencies.items()}
+    if vulnerable == snapshot.vulnerable and reverse == snapshot.reverse_dependencies:
+        return snapshot  # nothing hidden since
+    return replace(snapshot, vulnerable=vulnerable, reverse_dependencies=reverse)
 
 
 def _refresh(engine: Engine, where: str) -> None:
