@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.advisories import applications as service
+from bastion.advisories.audit import printable
 from bastion.authz import OPERATOR
 from bastion.cli import _run, data_dir_option, err, out
 
@@ -21,12 +22,17 @@ def app_group() -> None:
     """Registered applications: their dependency lists and the advisories that affect them."""
 
 
+def _text(value: str) -> str:
+    """Advisory text (from a public database) as plain terminal text: no markup, no control characters."""
+    return escape(printable(value))
+
+
 def _findings_table(detail: service.ApplicationDetail) -> Table:
     table = Table("package", "version", "advisory", "aliases", "fixed in", "summary", title="Vulnerable packages")
     for finding in detail.findings:
         table.add_row(escape(finding.name), escape(finding.version) + ("" if finding.direct else " (transitive)"),
-                      escape(finding.advisory.id), escape(", ".join(finding.advisory.aliases)),
-                      escape(", ".join(finding.advisory.fixed_in) or "-"), escape(finding.advisory.summary or ""))
+                      _text(finding.advisory.id), _text(", ".join(finding.advisory.aliases)),
+                      _text(", ".join(finding.advisory.fixed_in) or "-"), _text(finding.advisory.summary or ""))
     return table
 
 

@@ -69,8 +69,17 @@ def test_advisory_text_reaches_terminals_inert(bastion: Bastion, tmp_path: Path,
               "summary": "clean\x1b[2J\x1b]0;pwned\x07 text", "affected": []}
     (tree / "ok.json").write_text(json.dumps(record))
     (tree / "bad.json").write_text(json.dumps(record | {"id": "PYSEC-\x1b[8m"}))
+    (tree / "lib.json").write_text(json.dumps(record | {"id": "PYSEC-2099-62", "affected": [
+        {"package": {"ecosystem": "PyPI", "name": "termlib"},
+         "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}]}]}))
     summary = import_path(bastion, tree)
-    assert summary.added == 1 and "not a usable advisory id" in summary.problems[0].reason
+    assert summary.added == 2 and "not a usable advisory id" in summary.problems[0].reason
+    pins = tmp_path / "requirements.txt"
+    pins.write_text("termlib==1.0\n")
+    make_user(bastion, "carol")
+    assert cli(data_dir, database_url, "app", "register", "termapp", str(pins), "--owner", "carol").returncode == 0
+    app = cli(data_dir, database_url, "app", "show", "termapp")
+    assert "PYSEC-2099-62" in app.stdout and "[/], [bold]CVE-1" in app.stdout and "\x1b" not in app.stdout
     listed = cli(data_dir, database_url, "advisories", "list")
     assert listed.returncode == 0, listed.stderr
     assert "[/], [bold]CVE-1" in listed.stdout
