@@ -47,7 +47,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
-SNAPSHOT = Path("/work/shared/data/advisory-database")
+SNAPSHOT = Path(os.environ.get("BASTION_ADVISORY_DB", "/work/shared/data/advisory-database"))
 RESULTS = HERE / "results" / "advisories-latest.json"
 
 

@@ -22,7 +22,7 @@ from bastion.insights.models import CriticalProject, DownloadCount
 from bastion.packaging import service
 from bastion.packaging.models import DeletedFilename, File, JournalEntry, Project
 from bastion.services import Bastion
-from tests.conftest import make_user, post_upload
+from tests.conftest import make_user, post_upload, settle_tuf
 from tests.distbuilder import make_wheel, metadata_text, upload_form
 from tests.unit.test_web_pages import (
     actions,
@@ -63,6 +63,13 @@ def doomed(bastion: Bastion, client: Any, tmp_path: Path) -> dict[str, Any]:
     for path in ("/simple/", "/simple/doomed/", "/simple/keeper/", "/pypi/doomed/json", "/pypi/doomed/1.0/json",
                  *(f"/{p}" for p in paths + metadata_paths)):
         assert client.get(path).status_code == 200, path
+    # Nothing left for the background to write while a test compares state before and after: the
+    # downloads just counted (the periodic flush wrote them mid-test on a loaded machine) and
+    # the uploads' TUF signing.
+    from bastion.insights.tasks import flush_downloads
+
+    flush_downloads(bastion)
+    settle_tuf(bastion)
     return {"tokens": tokens, "paths": paths, "metadata_paths": metadata_paths, "filenames": filenames}
 
 

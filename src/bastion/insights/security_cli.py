@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.advisories.audit import printable
 from bastion.authz import OPERATOR
 from bastion.cli import _fail, _open, _run, data_dir_option, out
 from bastion.errors import ServiceError
@@ -81,7 +82,7 @@ def project_security(project_name: str, contact: str | None, clear_contact: bool
     for item in report.commitments:
         style = STATUS_STYLE[item.status]
         table.add_row(str(item.number), escape(item.title), f"[{style}]{item.status}[/]",
-                      escape("\n".join(item.evidence)))
+                      escape(printable("\n".join(item.evidence))))
     out.print(table)
     open_ids = [v.id for v in report.vulnerabilities if v.open_on_latest]
     if open_ids:

@@ -25,7 +25,8 @@ from bastion.services import Bastion
 from tests.conftest import make_user, post_upload
 from tests.distbuilder import make_wheel, upload_form
 
-SNAPSHOT = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "advisory-database"
+# The shared snapshot lives beside the project on this machine (and in CI, which runs here), not in the repository.
+SNAPSHOT = Path(os.environ.get("BASTION_ADVISORY_DB", "/work/shared/data/advisory-database"))
 BASTION = str(Path(sys.executable).with_name("bastion"))
 PYPI_KEYS = {"id", "source", "link", "aliases", "details", "summary", "fixed_in", "withdrawn"}
 

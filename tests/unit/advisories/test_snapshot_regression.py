@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from bastion.db import utcnow
 from bastion.packaging.models import Project, Release
 from bastion.services import Bastion
 
-SNAPSHOT = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "advisory-database"
+# The shared snapshot lives beside the project on this machine (and in CI, which runs here), not in the repository.
+SNAPSHOT = Path(os.environ.get("BASTION_ADVISORY_DB", "/work/shared/data/advisory-database"))
 
 
 @pytest.fixture(scope="module")
