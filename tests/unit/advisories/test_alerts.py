@@ -25,6 +25,7 @@ from bastion.advisories import alerts
 from bastion.advisories.ingest import import_path
 from bastion.advisories.models import AdvisoryNotice, ApplicationAlert
 from bastion.services import Bastion
+from tests.unit.advisories.records import write_pysec
 from tests.conftest import make_user
 from tests.mailbox import Mailbox, free_port
 from tests.unit.test_web_pages import add_role, upload
@@ -78,31 +79,9 @@ def check_signature(secret: str, headers: dict[str, str], body: bytes) -> None:
     assert headers["x-bastion-event"] == "advisory" and headers["content-type"] == "application/json"
 
 
-PYSEC = """\
-id: PYSEC-2099-{n}
-modified: {modified}
-published: 2099-01-02T03:04:05Z
-aliases:
-- CVE-2099-{n}
-{extra}details: Remote code execution in zorblax ({n}).
-affected:
-- package:
-    ecosystem: PyPI
-    name: {name}
-  ranges:
-  - type: ECOSYSTEM
-    events:
-    - introduced: "0"
-    - fixed: "{fixed}"
-"""
-
-
 def advisory(tree: Path, n: int, *, name: str = "zorblax-core", fixed: str = "1.1",
              modified: str = "2099-02-01T00:00:00Z", extra: str = "") -> None:
-    folder = tree / "vulns" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"PYSEC-2099-{n}.yaml").write_text(PYSEC.format(n=n, name=name, fixed=fixed, modified=modified,
-                                                              extra=extra))
+    write_pysec(tree, n, name=name, fixed=fixed, modified=modified, published="2099-01-02T03:04:05Z", extra=extra)
 
 
 def ghsa(tree: Path, n: int, fixed: str) -> None:

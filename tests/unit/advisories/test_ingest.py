@@ -22,6 +22,7 @@ from bastion.advisories.query import advisories_affecting
 from bastion.events import Event
 from bastion.packaging.models import JournalEntry, Release
 from bastion.services import Bastion
+from tests.unit.advisories.records import write_pysec
 from tests.conftest import make_user, post_upload
 from tests.distbuilder import make_wheel, upload_form
 
@@ -29,24 +30,6 @@ from tests.distbuilder import make_wheel, upload_form
 SNAPSHOT = Path(os.environ.get("BASTION_ADVISORY_DB", "/work/shared/data/advisory-database"))
 BASTION = str(Path(sys.executable).with_name("bastion"))
 PYPI_KEYS = {"id", "source", "link", "aliases", "details", "summary", "fixed_in", "withdrawn"}
-
-PYSEC = """\
-id: PYSEC-2099-{n}
-modified: {modified}
-published: 2024-01-02T03:04:05Z
-aliases:
-- CVE-2099-{n}
-{extra}details: Remote code execution in zorblax {n}.
-affected:
-- package:
-    ecosystem: PyPI
-    name: {name}
-  ranges:
-  - type: ECOSYSTEM
-    events:
-    - introduced: "0"
-    - fixed: "{fixed}"
-"""
 
 GHSA = {
     "id": "GHSA-zorb-0001-abcd",
@@ -62,11 +45,8 @@ GHSA = {
 
 def _pysec(tree: Path, n: int, *, name: str = "Zorblax.Core", fixed: str = "1.1",
            modified: str = "2024-02-01T00:00:00Z", extra: str = "") -> Path:
-    folder = tree / "vulns" / name.lower()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"PYSEC-2099-{n}.yaml"
-    path.write_text(PYSEC.format(n=n, name=name, fixed=fixed, modified=modified, extra=extra))
-    return path
+    """The advisories name the project as "Zorblax.Core": matched to zorblax-core by PEP 503."""
+    return write_pysec(tree, n, name=name, fixed=fixed, modified=modified, extra=extra, folder=name.lower())
 
 
 def _upload(bastion: Bastion, client, token: str, tmp_path: Path, version: str,  # type: ignore[no-untyped-def]
@@ -188,9 +168,8 @@ def test_a_malformed_record_is_reported_and_skipped_and_the_rest_imported(bastio
     _pysec(tree, 2, fixed="2.1")
     bad_yaml = tree / "vulns" / "zorblax.core" / "PYSEC-2099-3.yaml"
     bad_yaml.write_text("id: PYSEC-2099-3\nmodified: [oops\n")
-    bad_range = tree / "vulns" / "zorblax.core" / "PYSEC-2099-4.yaml"
-    bad_range.write_text(PYSEC.format(n=4, name="zorblax-core", fixed="2", modified="2024-01-01T00:00:00Z", extra="")
-                         .replace("type: ECOSYSTEM", "type: CALVER"))
+    bad_range = write_pysec(tree, 4, fixed="2", folder="zorblax.core")
+    bad_range.write_text(bad_range.read_text().replace("type: ECOSYSTEM", "type: CALVER"))
     bad_json = tree / "vulns" / "zorblax.core" / "GHSA-bad.json"
     bad_json.write_text('{"id": "GHSA-bad", "modified": ')
     summary = import_path(bastion, tree)
