@@ -58,7 +58,7 @@ from bastion.errors import ServiceError
 from bastion.events import CLI_CONTEXT, Event, RequestContext, record_event
 from bastion.packaging import service as packaging
 from bastion.packaging.models import File, JournalEntry, Project, Release, Role
-from bastion.simple.render import ProjectView, ReleaseView, latest_release, version_sort_key
+from bastion.simple.render import latest_of, version_sort_key
 
 log = logging.getLogger("bastion.insights")
 
@@ -354,16 +354,6 @@ def visible_releases(session: Session, project_ids: Sequence[int]) -> dict[int, 
             found[r.project_id].append(_Release(id=r.id, version=r.version, created=r.created, yanked=r.yanked,
                                                 yanked_reason=r.yanked_reason))
     return found
-
-
-def pick_latest(releases: Sequence[_Release]) -> _Release | None:
-    """PyPI's choice among rows with ``id``, ``version`` and ``yanked`` (see ``latest_release``)."""
-    view = ProjectView(id=0, name="", normalized_name="", last_serial=0, releases=[
-        ReleaseView(id=r.id, version=r.version, yanked=r.yanked, yanked_reason=None, requires_python=None)
-        for r in releases
-    ])
-    chosen = latest_release(view)
-    return next((r for r in releases if chosen is not None and r.id == chosen.id), None)
 
 
 def _severity(views: Iterable[AdvisoryView]) -> str | None:
@@ -717,7 +707,7 @@ def dependency_rows(session: Session, requires_dist: Iterable[str], own_name: st
                                       latest_version=None, latest_vulnerable=False))
             continue
         candidates = releases[projects[name]]
-        latest = pick_latest(candidates)
+        latest = latest_of(candidates)
         usable = {r.version: r for r in candidates if not r.yanked and _parse(r.version) is not None}
         satisfying = [usable[v] for v in req.specifier.filter(list(usable))]
         clean = [r for r in satisfying if r.id not in vulnerable]
@@ -757,7 +747,7 @@ def project_report(session: Session, name: str, *, now: datetime | None = None) 
         return ProjectReport(name=project.name, normalized_name=project.normalized_name, status=project.status,
                              computed=now)
     releases = visible_releases(session, [project.id])[project.id]
-    latest = pick_latest(releases)
+    latest = latest_of(releases)
     matches = stored_matches(session, [r.id for r in releases])
     declared = _declarations(session.get(ProjectSecurity, project.id))
     metadata: dict[str, Any] = {}
@@ -962,7 +952,7 @@ def _compute_snapshot(session: Session, key: tuple[Any, ...]) -> IndexSnapshot:
                                                        yanked=row.yanked, yanked_reason=None))
     latest: dict[int, _Release] = {}
     for pid, rs in by_project.items():
-        chosen = pick_latest(rs)
+        chosen = latest_of(rs)
         if chosen is not None:
             latest[pid] = chosen
     # Reverse dependencies: the Requires-Dist of every latest release, read once per change.

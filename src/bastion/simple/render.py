@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import ColumnElement, delete, select
@@ -294,9 +295,22 @@ def _info(project: ProjectView, release: ReleaseView) -> dict[str, Any]:
     }
 
 
+class _Versioned(Protocol):
+    version: str
+    yanked: bool
+
+
+_R = TypeVar("_R", bound=_Versioned)
+
+
 def latest_release(project: ProjectView) -> ReleaseView | None:
     """PyPI's choice: the newest final non-yanked release, else the newest non-yanked, else the newest."""
-    releases = sorted(project.releases, key=lambda r: version_sort_key(r.version))
+    return latest_of(project.releases)
+
+
+def latest_of(rows: Iterable[_R]) -> _R | None:
+    """PyPI's choice among any rows with ``version`` and ``yanked`` (see :func:`latest_release`)."""
+    releases = sorted(rows, key=lambda r: version_sort_key(r.version))
     for candidates in (
         [r for r in releases if not r.yanked and not Version(r.version).is_prerelease],
         [r for r in releases if not r.yanked],
