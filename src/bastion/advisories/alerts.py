@@ -132,22 +132,19 @@ def _latest_releases(session: Session, project_ids: set[int]) -> dict[int, tuple
     published: a release whose every file is held for review is installed by no one."""
     from bastion.packaging.models import Release
     from bastion.packaging.service import held_releases
-    from bastion.simple.render import ProjectView, ReleaseView, latest_release
+    from bastion.simple.render import latest_of
 
-    views: dict[int, ProjectView] = {}
     held = held_releases(session, sorted(project_ids))
-    for release_id, project_id, version, yanked in session.execute(
+    by_project: dict[int, list[Any]] = defaultdict(list)
+    for row in session.execute(
         select(Release.id, Release.project_id, Release.version, Release.yanked)
         .where(Release.project_id.in_(sorted(project_ids)))
     ):
-        if release_id in held:
-            continue
-        view = views.setdefault(project_id, ProjectView(id=project_id, name="", normalized_name="", last_serial=0))
-        view.releases.append(ReleaseView(id=release_id, version=version, yanked=yanked, yanked_reason=None,
-                                         requires_python=None))
+        if row.id not in held:
+            by_project[row.project_id].append(row)
     latest = {}
-    for project_id, view in views.items():
-        release = latest_release(view)
+    for project_id, rows in by_project.items():
+        release = latest_of(rows)
         if release is not None:
             latest[project_id] = (release.id, release.version)
     return latest
@@ -179,14 +176,13 @@ def _maintainer_alerts(session: Session, new_matches: list[NewMatch], alerts: Al
         return
     projects = sorted(set(project_of.values()))
     advisory_lock(session, NOTICES_LOCK)  # an upload and an import deciding at once: one mail
-    told = _told_keys(session.execute(
+    notices = session.execute(
         select(AdvisoryNotice.project_id, Advisory.id, Advisory.aliases)
         .join(Advisory, Advisory.id == AdvisoryNotice.advisory_id)
         .where(AdvisoryNotice.project_id.in_(projects))
-    ).all())
-    noticed: set[tuple[int, str]] = {(row[0], row[1]) for row in session.execute(
-        select(AdvisoryNotice.project_id, AdvisoryNotice.advisory_id).where(AdvisoryNotice.project_id.in_(projects))
-    )}
+    ).all()
+    told = _told_keys(notices)
+    noticed: set[tuple[int, str]] = {(row[0], row[1]) for row in notices}
     views = stored_matches(session, new_on_latest)  # open advisories only, alias groups merged
     for release_id, groups in sorted(views.items()):
         project_id = project_of[release_id]
@@ -252,15 +248,13 @@ def _application_alerts(session: Session, advisory_ids: set[str], alerts: Alerts
         return
     app_ids = sorted(hits)
     advisory_lock(session, ALERTS_LOCK)  # a registration or another import deciding at once: one alert
-    told = _told_keys(session.execute(
+    alerted = session.execute(
         select(ApplicationAlert.application_id, Advisory.id, Advisory.aliases)
         .join(Advisory, Advisory.id == ApplicationAlert.advisory_id)
         .where(ApplicationAlert.application_id.in_(app_ids))
-    ).all())
-    recorded: set[tuple[int, str]] = {(row[0], row[1]) for row in session.execute(
-        select(ApplicationAlert.application_id, ApplicationAlert.advisory_id)
-        .where(ApplicationAlert.application_id.in_(app_ids))
-    )}
+    ).all()
+    told = _told_keys(alerted)
+    recorded: set[tuple[int, str]] = {(row[0], row[1]) for row in alerted}
     applications = {a.id: a for a in session.execute(select(Application).where(Application.id.in_(app_ids))).scalars()}
     owners = dict(session.execute(
         select(User.id, User.email).where(User.id.in_({a.owner_id for a in applications.values() if a.owner_id}),
