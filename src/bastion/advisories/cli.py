@@ -168,19 +168,15 @@ def show_command(advisory_id: str, data_dir: str | None) -> None:
 @data_dir_option
 def rematch_command(data_dir: str | None) -> None:
     """Recompute every stored match and re-render the pages of projects whose matches changed."""
-    from bastion.advisories.ingest import refresh_projects, rematch_advisories
-    from sqlalchemy import select
-
-    from bastion.advisories.models import Advisory
+    from bastion.advisories.ingest import refresh_projects, rematch_all
 
     bastion = _open(data_dir)
     try:
         with bastion.db.write() as session:
-            ids = list(session.execute(select(Advisory.id)).scalars())
-            added, removed, projects = rematch_advisories(session, ids)
+            added, removed, projects = rematch_all(session)
             serial = refresh_projects(session, projects, "advisories re-matched")
         if serial:
             bastion.notify_change(serial)
     finally:
         bastion.close()
-    out.print(f"matches: +{len(added)} -{removed} across {len(projects)} project(s)")
+    out.print(f"matches: +{added} -{removed} across {len(projects)} project(s)")

@@ -302,18 +302,21 @@ def match_release(session: Session, release_id: int, *, known: tuple[int, str, s
     return added
 
 
-def rematch_all(session: Session, *, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Recompute every stored match (after a matcher change, or to check the stored data):
-    returns (added, removed). Does not re-render pages: see :func:`refresh_projects`."""
+def rematch_all(session: Session, *, progress: Callable[[int, int], None] | None = None) -> tuple[int, int, set[int]]:
+    """Recompute every stored match (``bastion advisories rematch``: after a matcher change, or to
+    check the stored data): returns (added, removed, the ids of the projects touched). Does not
+    re-render pages: see :func:`refresh_projects`."""
     ids = list(session.execute(select(Advisory.id).order_by(Advisory.id)).scalars())
     added = removed = 0
+    touched: set[int] = set()
     for start in range(0, len(ids), BATCH):
-        new, gone, _ = rematch_advisories(session, ids[start:start + BATCH])
+        new, gone, projects = rematch_advisories(session, ids[start:start + BATCH])
         added += len(new)
         removed += gone
+        touched |= projects
         if progress:
             progress(min(start + BATCH, len(ids)), len(ids))
-    return added, removed
+    return added, removed, touched
 
 
 def refresh_projects(session: Session, project_ids: Iterable[int], reason: str) -> int:

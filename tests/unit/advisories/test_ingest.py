@@ -259,6 +259,10 @@ def test_the_cli_prints_the_summary_and_fails_on_skipped_records(bastion: Bastio
                             str(bastion.settings.data_dir)], capture_output=True, text=True, env=env, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert "matches here: zorblax-core 1.0" in shown.stdout
+    rematched = subprocess.run([BASTION, "advisories", "rematch", "--data-dir", str(bastion.settings.data_dir)],
+                               capture_output=True, text=True, env=env, timeout=60)
+    assert rematched.returncode == 0, rematched.stderr
+    assert rematched.stdout.strip() == "matches: +0 -0 across 1 project(s)"  # the stored matches were right
     missing = subprocess.run([BASTION, "advisories", "import", str(tmp_path / "nope"), "--data-dir",
                               str(bastion.settings.data_dir)], capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
