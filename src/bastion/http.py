@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -34,6 +35,21 @@ def error_response(exc: ServiceError, *, json: bool = False) -> Response:
     if json:
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
     return PlainTextResponse(exc.message + "\n", status_code=exc.status, headers=headers)
+
+
+async def read_capped(request: Request, limit: int, too_large: Callable[[int | None], ServiceError]) -> bytes:
+    """The request body, refused as soon as it is over ``limit`` bytes: by its declared
+    Content-Length before reading, else while streaming (a chunked body is never read whole).
+    ``too_large(declared length or None)`` makes the caller's error."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large(int(length))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large(None)
+    return bytes(body)
 
 
 def bastion_of(request: Request) -> Bastion:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from bastion.advisories import applications as service
 from bastion.errors import ServiceError
-from bastion.http import authenticate, bastion_of, error_response, request_context
+from bastion.http import authenticate, bastion_of, error_response, read_capped, request_context
 
 router = APIRouter(prefix="/api/applications", tags=["applications"])
 
@@ -57,16 +57,8 @@ def _text(value: Any, field: str) -> str | None:
 
 async def _read_put(request: Request) -> dict[str, Any]:
     """The registration's fields from the body (the list, or the JSON wrapper) and the query."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > service.MAX_LIST_BYTES + 65536:
-        raise ServiceError(f"the body is larger than {service.MAX_LIST_BYTES} bytes: register a smaller list",
-                           status=413)
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > service.MAX_LIST_BYTES + 65536:
-            raise ServiceError(f"the body is larger than {service.MAX_LIST_BYTES} bytes: register a smaller list",
-                               status=413)
+    body = await read_capped(request, service.MAX_LIST_BYTES + 65536, lambda _declared: ServiceError(
+        f"the body is larger than {service.MAX_LIST_BYTES} bytes: register a smaller list", status=413))
     query = request.query_params
     fields: dict[str, Any] = {"fmt": query.get("format"), "webhook_url": query.get("webhook_url"),
                               "contact_email": query.get("contact_email"),

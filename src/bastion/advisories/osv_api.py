@@ -38,7 +38,7 @@ from bastion.advisories.match import Matcher
 from bastion.advisories.models import Advisory, AdvisoryPackage
 from bastion.advisories.osv import ECOSYSTEM
 from bastion.errors import ServiceError
-from bastion.http import REASON_HEADER, bastion_of, reason_phrase
+from bastion.http import REASON_HEADER, bastion_of, read_capped, reason_phrase
 
 router = APIRouter()
 
@@ -198,21 +198,16 @@ def answer_batch(session: Session, queries: Sequence[OsvQuery]) -> dict[str, Any
 
 
 async def _json_body(request: Request, limit: int) -> Any:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise QueryError(f"Request body too large: {int(length)} bytes; the limit is {limit} bytes. "
-                         "Split the queries into several requests.", status=413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise QueryError(f"Request body too large: over {limit} bytes. Split the queries into several requests.",
-                             status=413)
+    def too_large(declared: int | None) -> QueryError:
+        size = f"{declared} bytes; the limit is {limit} bytes" if declared is not None else f"over {limit} bytes"
+        return QueryError(f"Request body too large: {size}. Split the queries into several requests.", status=413)
+
+    body = await read_capped(request, limit, too_large)
     if not body.strip():
         raise QueryError("The request body is empty: send a JSON object (see https://google.github.io/osv.dev/"
                          "post-v1-query/).")
     try:
-        return json.loads(bytes(body))
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise QueryError(f"The request body is not valid JSON: {exc}.") from None
     except RecursionError:

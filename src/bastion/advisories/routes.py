@@ -17,7 +17,7 @@ from bastion.accounts.policy import account_requires_mfa, mfa_policy
 from bastion.advisories.ingest import ImportError_, import_path
 from bastion.authz import Permission, decide
 from bastion.errors import Forbidden, ServiceError
-from bastion.http import authenticate, bastion_of, error_response
+from bastion.http import authenticate, bastion_of, error_response, read_capped
 
 router = APIRouter(prefix="/api/v1")
 
@@ -45,14 +45,8 @@ async def post_advisories(request: Request) -> Any:
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in ("application/json", "application/zip"):
             raise ServiceError(f"Unsupported Content-Type {media or '(none)'!r}: {HOW}.", status=415)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            raise ServiceError(f"The body is over the {MAX_BODY // (1024 * 1024)} MB limit: split the import.",
-                               status=413)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise ServiceError(f"The body is over the {MAX_BODY // (1024 * 1024)} MB limit: split the import.",
-                               status=413)
+        body = await read_capped(request, MAX_BODY, lambda _declared: ServiceError(
+            f"The body is over the {MAX_BODY // (1024 * 1024)} MB limit: split the import.", status=413))
         folder = Path(tempfile.mkdtemp(prefix="advisories-", dir=bastion.tmp_dir))
         try:
             source = _write_source(folder, media, body)
