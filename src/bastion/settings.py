@@ -200,6 +200,13 @@ class Settings:
     """A new project name that imitates a popular or existing one: ``block`` refuses it (400, naming
     the project it resembles), ``review`` creates it quarantined and queues it for an admin."""
 
+    upload_strictness: str = "pypi"
+    """Which rules an upload through ``/legacy/`` (twine, uv publish) must pass: ``pypi`` (today's PyPI
+    rules: PEP 625 sdist and PEP 427 wheel filenames, no Metadata-Version 2.0, no deprecated
+    classifiers, a README that renders, ...) or ``lenient`` (what PyPI accepted in earlier years:
+    only what makes a file unusable or unsafe is refused). ``bastion import`` always uses
+    ``lenient``. The README lists every rule that only ``pypi`` applies."""
+
     popular_names: Path | None = None
     """CSV of popular project names (``download_count,project``, most popular first) for the
     typosquat check; empty means the copy of hugovk/top-pypi-packages shipped with Bastion."""
@@ -352,6 +359,7 @@ COOKIE_SECURE_MODES = ("auto", "always", "never")
 TUF_MODES = ("on", "off")
 SCAN_MODES = ("on", "off")
 NAME_POLICIES = ("block", "review")
+UPLOAD_STRICTNESS = ("pypi", "lenient")
 TUF_BIN_COUNTS = tuple(2 ** bits for bits in range(1, 15))
 
 
@@ -368,6 +376,7 @@ def validate(settings: Settings) -> None:
     _choice("BASTION_TUF", settings.tuf, TUF_MODES)
     _choice("BASTION_SCAN", settings.scan, SCAN_MODES)
     _choice("BASTION_NAME_POLICY", settings.name_policy, NAME_POLICIES)
+    _choice("BASTION_UPLOAD_STRICTNESS", settings.upload_strictness, UPLOAD_STRICTNESS)
     if settings.scan_quarantine_score > settings.scan_reject_score:
         raise SettingsError(
             f"BASTION_SCAN_QUARANTINE_SCORE ({settings.scan_quarantine_score}) is above "

@@ -119,6 +119,8 @@ BAD_VALUES = {
     "env: advisories source missing": ("env", "advisories_source", "/nonexistent/advisory-database",
                                        "which does not exist: give a checkout of the PyPA advisory database"),
     "env: bad advisories interval": ("env", "advisories_interval", "often", "use a whole number and a unit"),
+    "env: unknown upload strictness": ("env", "upload_strictness", "strict", "use one of pypi, lenient"),
+    "toml: unknown upload strictness": ("toml", "upload_strictness", '"loose"', "use one of pypi, lenient"),
 }
 
 

@@ -399,11 +399,12 @@ def _with_metadata(tmp_path: Path, kind: str, metadata: str, *, version: str = "
          "'foo >=< 1' is invalid for 'requires-dist'"),
         ("wheel", "Metadata-Version: 2.1\nName: hello-world\nVersion: 1.0\nRequires-Python: three\n",
          "'three' is invalid for 'requires-python'"),
-        ("wheel", "Metadata-Version: 2.1\nName: hello-world\nVersion: 1.0\nLicense-Expression: MIT\n",
+        ("wheel", "Metadata-Version: 2.1\nName: hello-world\nVersion: 1.0\nLicense-Expression: MIT OR (\n",
          "license-expression"),
     ],
     ids=["bad-version", "sdist-bad-version", "sdist-garbage", "no-name", "unknown-metadata-version",
-         "no-metadata-version", "garbage", "bad-requirement", "bad-requires-python", "field-too-new"],
+         "no-metadata-version", "garbage", "bad-requirement", "bad-requires-python",
+         "malformed-field-used-early"],
 )
 def test_invalid_metadata_is_400(client, bastion, tmp_path, kind, metadata, message) -> None:
     token = make_user(bastion, "alice")

@@ -1,4 +1,4 @@
-"""Archive sanity for uploaded distributions: wheels (zip) and sdists (tar.gz).
+"""Archive sanity for uploaded distributions: wheels (zip) and sdists (tar.gz, or zip before PEP 625).
 
 Each check refuses with an ``UploadRejected`` whose message twine shows. Nothing is extracted to
 disk: members are read from the archive, and the only member read in full is the core metadata.
@@ -155,37 +155,47 @@ def check_zip_layout(path: Path | IO[bytes], infos: list[zipfile.ZipInfo], filen
 _check_zip_layout = check_zip_layout
 
 
-def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[bytes, str]:
-    """Check a wheel's archive and return (METADATA bytes, dist-info directory name)."""
+def _open_zip(path: Path, filename: str) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise UploadRejected(f"Invalid distribution file '{filename}': not a valid zip archive ({exc}).") from None
-    with archive:
-        infos = archive.infolist()
-        names = [info.filename for info in infos]
-        if len(set(names)) != len(names):
-            raise UploadRejected(f"Invalid distribution file '{filename}': duplicate member names in zip.")
-        total = 0
-        compressed = 0
-        for info in infos:
-            problem = bad_member_path(info.filename)
-            if problem:
-                raise UploadRejected(f"Invalid distribution file '{filename}': {problem}.")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise UploadRejected(
-                    f"Invalid distribution file '{filename}': member '{info.filename}' uses an "
-                    "unsupported compression method (only stored and deflated are allowed)."
-                )
-            if info.flag_bits & 0x1:
-                raise UploadRejected(f"Invalid distribution file '{filename}': member '{info.filename}' is encrypted.")
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise UploadRejected(f"Invalid distribution file '{filename}': symlink '{info.filename}' in zip.")
-            total += info.file_size
-            compressed += info.compress_size
-        check_bomb(total, compressed, len(infos), limits, filename)
-        check_zip_layout(path, infos, filename)
+
+
+def check_zip_members(archive: zipfile.ZipFile, path: Path, filename: str, limits: ArchiveLimits) -> list[str]:
+    """Every zip check that is not about the distribution format: names, compression, links,
+    bombs and ZIP confusion. Returns the member names."""
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        raise UploadRejected(f"Invalid distribution file '{filename}': duplicate member names in zip.")
+    total = 0
+    compressed = 0
+    for info in infos:
+        problem = bad_member_path(info.filename)
+        if problem:
+            raise UploadRejected(f"Invalid distribution file '{filename}': {problem}.")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise UploadRejected(
+                f"Invalid distribution file '{filename}': member '{info.filename}' uses an "
+                "unsupported compression method (only stored and deflated are allowed)."
+            )
+        if info.flag_bits & 0x1:
+            raise UploadRejected(f"Invalid distribution file '{filename}': member '{info.filename}' is encrypted.")
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise UploadRejected(f"Invalid distribution file '{filename}': symlink '{info.filename}' in zip.")
+        total += info.file_size
+        compressed += info.compress_size
+    check_bomb(total, compressed, len(infos), limits, filename)
+    check_zip_layout(path, infos, filename)
+    return names
+
+
+def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[bytes, str]:
+    """Check a wheel's archive and return (METADATA bytes, dist-info directory name)."""
+    with _open_zip(path, filename) as archive:
+        names = check_zip_members(archive, path, filename, limits)
         dist_infos = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info") and "/" in n}
         if len(dist_infos) != 1:
             raise UploadRejected(
@@ -217,6 +227,25 @@ def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
             f"Invalid wheel '{filename}': unsupported Wheel-Version '{wheel_version}' in WHEEL (expected 1.x)."
         )
     return metadata, dist_info
+
+
+def inspect_zip_sdist(path: Path, filename: str, limits: ArchiveLimits) -> tuple[bytes, str]:
+    """Check a .zip sdist (PEP 527; PyPI took them until PEP 625) and return (PKG-INFO bytes,
+    top-level directory name): the same zip checks as a wheel's, one top-level directory."""
+    with _open_zip(path, filename) as archive:
+        names = check_zip_members(archive, path, filename, limits)
+        tops = {name.split("/")[0] for name in names}
+        if len(tops) != 1 or not all("/" in name or name.endswith("/") for name in names if name):
+            raise UploadRejected(
+                f"Invalid sdist '{filename}': all members must be inside one top-level directory."
+            )
+        top = tops.pop()
+        if f"{top}/PKG-INFO" not in names:
+            raise UploadRejected(f"Invalid sdist '{filename}': {top}/PKG-INFO is missing.")
+        try:
+            return _read_member(archive, f"{top}/PKG-INFO", filename), top
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise UploadRejected(f"Invalid sdist '{filename}': corrupt zip member ({exc}).") from None
 
 
 def _read_member(archive: zipfile.ZipFile, name: str, filename: str) -> bytes:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import readme_renderer.markdown
 import readme_renderer.rst
 import readme_renderer.txt
 from packaging.metadata import ExceptionGroup as MetadataExceptionGroup
-from packaging.metadata import InvalidMetadata, Metadata
+from packaging.metadata import InvalidMetadata, Metadata, parse_email
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import (
     InvalidSdistFilename,
@@ -29,6 +32,10 @@ from trove_classifiers import all_classifiers, deprecated_classifiers
 
 from bastion.packaging.errors import UploadRejected
 
+PYPI = "pypi"
+"""Upload strictness: today's PyPI rules (the setting upload_strictness)."""
+LENIENT = "lenient"
+"""Upload strictness: what PyPI accepted in earlier years (imports; the setting upload_strictness)."""
 FILETYPES = {"sdist": (".tar.gz",), "bdist_wheel": (".whl",)}
 MAX_VERSION_LENGTH = 100  # the releases.version column
 MAX_PYTHON_TAGS_LENGTH = 50  # the files.python_version column
@@ -47,7 +54,7 @@ _PLATFORM_PATTERNS = [
         r"^manylinux2014_(x86_64|i686|aarch64|armv7l|ppc64|ppc64le|s390x)$",
         r"^manylinux_\d+_\d+_(x86_64|i686|aarch64|armv7l|ppc64|ppc64le|s390x|riscv64|loongarch64)$",
         r"^musllinux_\d+_\d+_(x86_64|i686|aarch64|armv7l|ppc64le|s390x|riscv64|loongarch64)$",
-        r"^macosx_\d+_\d+_(x86_64|arm64|universal2|intel|fat64|fat32|universal|i386|ppc|ppc64)$",
+        r"^macosx_\d+_\d+_(x86_64|arm64|universal2|intel|fat64|fat32|fat3|fat|universal|i386|ppc|ppc64)$",
         r"^linux_(armv6l|armv7l)$",
         r"^ios_\d+_\d+_(arm64|x86_64)_(iphoneos|iphonesimulator)$",
         r"^android_\d+_(arm64_v8a|armeabi_v7a|x86_64|x86)$",
@@ -98,9 +105,12 @@ def check_filename_text(filename: str) -> None:
         raise UploadRejected("Cannot upload a file with a filename longer than 255 characters.")
 
 
-def check_extension(filename: str, filetype: str) -> None:
-    if not filename.endswith(FILETYPES[filetype]):
-        wanted = " or ".join(FILETYPES[filetype])
+def check_extension(filename: str, filetype: str, strictness: str = PYPI) -> None:
+    """``.whl`` wheels and ``.tar.gz`` sdists (PEP 625); ``lenient`` also takes the ``.zip`` sdists
+    that PEP 527 allowed and PyPI took until October 2025."""
+    allowed = FILETYPES[filetype] + ((".zip",) if filetype == "sdist" and strictness == LENIENT else ())
+    if not filename.endswith(allowed):
+        wanted = " or ".join(allowed)
         raise UploadRejected(
             f"Invalid file extension for '{filename}': a {filetype} must end with {wanted} "
             "(PEP 625 sdists are .tar.gz, PEP 427 wheels are .whl)."
@@ -149,27 +159,163 @@ def check_project_size(current: int, added: int, limit: int, name: str) -> None:
         )
 
 
-def parse_core_metadata(raw: bytes, filename: str) -> Metadata:
-    """Validate the artifact's METADATA / PKG-INFO with packaging.metadata."""
+# What the metadata reader needs of packaging: the email header each field is read from and the
+# Metadata-Version that standardized it (packaging's own record of both, on its descriptors).
+_FIELD_HEADERS: dict[str, str] = {
+    name: value.raw_name for name, value in vars(Metadata).items() if hasattr(value, "raw_name")
+}
+_FIELD_ADDED: dict[str, str] = {
+    name: value.added for name, value in vars(Metadata).items() if hasattr(value, "added")
+}
+_KNOWN_HEADERS = {header.lower() for header in _FIELD_HEADERS.values()}
+_VERSION_ORDER = ("1.0", "1.1", "1.2", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6")
+_ESSENTIAL = frozenset({"metadata_version", "name", "version"})
+
+
+@dataclass(frozen=True)
+class CoreMetadata:
+    """A distribution's METADATA / PKG-INFO as the index reads it."""
+
+    metadata: Metadata
+    """Every field validated by packaging (fields used before the Metadata-Version that standardized
+    them are validated by the rules of the version that did); in lenient mode without the fields
+    that are malformed."""
+    raw: dict[str, Any]
+    """The fields as written, with the declared Metadata-Version: what the index stores."""
+    notes: tuple[str, ...] = ()
+    """Lenient mode: the fields left out of ``metadata`` and why."""
+
+
+def _header(field: str) -> str:
+    return _FIELD_HEADERS.get(field, field).title()
+
+
+def _invalid(filename: str, reasons: list[str]) -> UploadRejected:
+    return UploadRejected(
+        f"Invalid metadata in '{filename}': {'; '.join(reasons)}. Fix the project metadata and rebuild."
+    )
+
+
+def _validation_version(declared: object, present: set[str], strictness: str) -> tuple[str, list[str]]:
+    """The Metadata-Version whose rules validate the file's fields, and what is wrong with the
+    declared one. That is the declared version, raised to the one that standardized the newest field
+    the file uses (setuptools wrote License-File under 2.1 and 2.2 for years; PyPI accepted and
+    serves those files). A declared version that is not valid is reported, and the fields are
+    still validated (by the newest rules) so that every problem is named at once."""
+    text = str(declared or "").strip()
+    problems: list[str] = []
+    if text == "2.0" and strictness == PYPI:
+        problems.append(
+            "Metadata-Version '2.0' is not a valid metadata version: it was a draft that was never "
+            "accepted, and PyPI refuses it (rebuild with a current build backend, or ask an index "
+            "admin for upload_strictness = lenient)"
+        )
+    elif text not in _VERSION_ORDER:
+        try:
+            parsed: Version | None = Version(text)
+        except ValueError:
+            parsed = None
+        if strictness == PYPI or parsed is None or parsed.major not in (1, 2):
+            problems.append(f"Metadata-Version {text!r} is not a valid metadata version "
+                            f"(known: {', '.join(_VERSION_ORDER)})")
+        elif parsed is not None:
+            # An old tool's unofficial number (2.0, 1.3): read with the rules of the next real one.
+            later = [v for v in _VERSION_ORDER if Version(v) >= parsed]
+            text = later[0] if later else _VERSION_ORDER[-1]
+    if text not in _VERSION_ORDER:
+        text = _VERSION_ORDER[-1]
+    needed = max((_VERSION_ORDER.index(_FIELD_ADDED.get(f, "1.0")) for f in present), default=0)
+    return _VERSION_ORDER[max(_VERSION_ORDER.index(text), needed)], problems
+
+
+def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI) -> CoreMetadata:
+    """Read and validate the artifact's METADATA / PKG-INFO with packaging.metadata.
+
+    Both modes accept a field used before the Metadata-Version that standardized it, and store it.
+    ``pypi`` refuses a malformed field, naming it; ``lenient`` leaves it out of what the index
+    interprets (it stays in the file) unless it is the name, the version or the Metadata-Version.
+    Unknown headers are ignored, as PyPI never sees them (twine sends only the fields it knows)."""
     try:
-        metadata = Metadata.from_email(raw, validate=True)
-    except MetadataExceptionGroup as group:
-        reasons = "; ".join(str(exc) for exc in group.exceptions)
-        raise UploadRejected(f"Invalid metadata in '{filename}': {reasons}. Fix the project metadata and rebuild.") from None
-    except (InvalidMetadata, ValueError) as exc:
-        raise UploadRejected(f"Invalid metadata in '{filename}': {exc}. Fix the project metadata and rebuild.") from None
-    return metadata
+        raw, unparsed = parse_email(data)
+    except (ValueError, UnicodeError) as exc:
+        raise _invalid(filename, [f"the file cannot be read as core metadata ({exc})"]) from None
+    if isinstance(raw.get("description"), str):
+        raw["description"] = unfold_description(raw["description"])
+    notes: list[str] = []
+    malformed = sorted(key for key in unparsed if key.lower() in _KNOWN_HEADERS)
+    if malformed:
+        reasons = [f"the field {key!r} has invalid data (a single-value field given twice, or "
+                   "a value that is not text)" for key in malformed]
+        essential = {_FIELD_HEADERS[f].lower() for f in _ESSENTIAL}
+        if strictness == PYPI or any(key.lower() in essential for key in malformed):
+            raise _invalid(filename, reasons)
+        notes.extend(reasons)
+    interpreted: dict[str, Any] = dict(raw)
+    for _attempt in range(len(interpreted) + 1):
+        version, problems = _validation_version(raw.get("metadata_version"),
+                                                set(interpreted) - {"metadata_version"}, strictness)
+        try:
+            metadata = Metadata.from_raw({**interpreted, "metadata_version": version}, validate=True)  # type: ignore[typeddict-item]
+        except MetadataExceptionGroup as group:
+            errors = [error for error in group.exceptions if isinstance(error, InvalidMetadata)]
+            others = [error for error in group.exceptions if not isinstance(error, InvalidMetadata)]
+            fields = {_field_of(error.field) for error in errors}
+            if (strictness == PYPI or problems or others or not fields or fields & _ESSENTIAL
+                    or not fields <= set(interpreted)):
+                raise _invalid(filename, problems + [str(error) for error in group.exceptions]) from None
+            for error in errors:
+                notes.append(f"{_header(_field_of(error.field))} left out: {error}")
+            for field in fields:
+                interpreted.pop(field, None)
+            continue
+        if problems:
+            raise _invalid(filename, problems)
+        return CoreMetadata(metadata=metadata, raw=dict(raw), notes=tuple(notes))
+    raise _invalid(filename, ["the metadata could not be validated"])
 
 
-def check_metadata_rules(metadata: Metadata) -> None:
-    """PyPI's rules beyond the metadata specification."""
+_FOLD = re.compile(r"^(?: {8}|       \|)")
+
+
+def unfold_description(text: str) -> str:
+    """A description written in the header (Metadata-Version 1.x and 2.0: distutils and
+    setuptools indent every line after the first by 8 spaces, or 7 and a '|'), with that prefix
+    removed, as pkginfo and the core metadata specification read it. packaging keeps the prefix,
+    and reStructuredText then fails to render (six 1.16.0's sdist: "no content permitted")."""
+    lines = text.split("\n")
+    rest = [line for line in lines[1:] if line.strip()]
+    if len(lines) < 2 or not rest or not all(_FOLD.match(line) for line in rest):
+        return text
+    return "\n".join([lines[0], *(_FOLD.sub("", line) for line in lines[1:])])
+
+
+def _field_of(header_or_field: str) -> str:
+    """packaging names a field by its header in errors; the raw key it belongs to."""
+    lowered = header_or_field.lower()
+    for field, header in _FIELD_HEADERS.items():
+        if header.lower() == lowered or field == lowered:
+            return field
+    return lowered
+
+
+def parse_core_metadata(raw: bytes, filename: str) -> Metadata:
+    """Validate the artifact's METADATA / PKG-INFO under today's PyPI rules."""
+    return read_core_metadata(raw, filename, PYPI).metadata
+
+
+def check_metadata_rules(metadata: Metadata, strictness: str = PYPI) -> None:
+    """The index's rules beyond the metadata specification. The version must fit the index in
+    both modes; the rest are PyPI's rules of today, which ``lenient`` does not apply (files PyPI
+    accepted before it made them: deprecated classifiers, local versions from private indexes)."""
     version: Version = metadata.version
+    if len(str(version)) > MAX_VERSION_LENGTH:
+        raise UploadRejected(f"Version '{version}' is longer than {MAX_VERSION_LENGTH} characters: use a shorter version.")
+    if strictness == LENIENT:
+        return
     if version.local is not None:
         raise UploadRejected(
             f"The use of local versions in '{version}' is not allowed. Remove the '+{version.local}' suffix."
         )
-    if len(str(version)) > MAX_VERSION_LENGTH:
-        raise UploadRejected(f"Version '{version}' is longer than {MAX_VERSION_LENGTH} characters: use a shorter version.")
     summary = metadata.summary or ""
     if len(summary) > 512 or "\n" in summary:
         raise UploadRejected("Invalid value for summary: use a single line of at most 512 characters.")
@@ -193,8 +339,34 @@ def check_metadata_rules(metadata: Metadata) -> None:
         raise UploadRejected("License and License-Expression are mutually exclusive: keep only License-Expression.")
 
 
-def check_form_agrees(form: Mapping[str, str], metadata: Metadata) -> None:
-    """Beyond PyPI: what the index serves comes from the artifact, so the form must agree with it."""
+def _words(values: object) -> set[str]:
+    """Keywords as a set: the form may send one comma-separated string or one field per keyword,
+    and old files separate them with spaces."""
+    items = values if isinstance(values, (list, tuple)) else [values]
+    return {word for item in items if item for word in re.split(r"[,\s]+", str(item)) if word}
+
+
+def _text(value: object) -> str:
+    """A description or summary compared without its line endings and runs of whitespace."""
+    return " ".join(str(value or "").split())
+
+
+def _disagree(field_name: str, sent: object, stored: object) -> UploadRejected:
+    return UploadRejected(
+        f"The form's {field_name} {sent!r} does not match the file's metadata {stored!r}. "
+        "Upload the file with twine or uv, which send the file's own metadata."
+    )
+
+
+def check_form_agrees(form: Mapping[str, str], metadata: Metadata,
+                      lists: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Beyond PyPI: what the index serves comes from the artifact, so the form must agree with it.
+
+    Compared by meaning, never as text: names normalized, versions as ``Version``, specifier
+    sets as ``SpecifierSet``, requirements as ``Requirement``, keywords and classifiers as sets,
+    summary and description without line endings and whitespace runs. Only what the form sends
+    is compared (twine leaves out some fields, e.g. License-File under Metadata-Version 2.1)."""
+    lists = lists or {}
     if canonicalize_name(form.get("name", "")) != canonicalize_name(metadata.name):
         raise UploadRejected(
             f"The form's name '{form.get('name')}' does not match the name '{metadata.name}' in the file's metadata."
@@ -208,12 +380,37 @@ def check_form_agrees(form: Mapping[str, str], metadata: Metadata) -> None:
             f"The form's version '{form.get('version')}' does not match the version '{metadata.version}' "
             "in the file's metadata."
         )
-    for field_name, value in (("requires_python", metadata.requires_python), ("summary", metadata.summary)):
-        sent = form.get(field_name)
-        if sent and sent.strip() and str(value or "").strip() != sent.strip():
-            raise UploadRejected(
-                f"The form's {field_name} {sent!r} does not match the file's metadata {str(value or '')!r}."
-            )
+    sent = (form.get("requires_python") or "").strip()
+    if sent:
+        try:
+            sent_specifiers = SpecifierSet(sent)
+        except InvalidSpecifier:
+            raise UploadRejected(f"Invalid value for requires_python {sent!r}: see PEP 440 version specifiers.") from None
+        if sent_specifiers != (metadata.requires_python or SpecifierSet()):
+            raise _disagree("requires_python", sent, str(metadata.requires_python or ""))
+    for field_name in ("summary", "description"):
+        sent = form.get(field_name) or ""
+        if sent.strip() and _text(sent) != _text(getattr(metadata, field_name)):
+            shown = sent if len(sent) <= 80 else sent[:77] + "..."
+            stored = str(getattr(metadata, field_name) or "")
+            raise _disagree(field_name, shown, stored if len(stored) <= 80 else stored[:77] + "...")
+    keywords = lists.get("keywords") or ([form["keywords"]] if form.get("keywords") else [])
+    if keywords and _words(keywords) != _words(metadata.keywords or []):
+        raise _disagree("keywords", ", ".join(sorted(_words(keywords))), ", ".join(sorted(_words(metadata.keywords or []))))
+    classifiers = [c for c in lists.get("classifiers", ()) if c.strip()]
+    if classifiers and {c.strip() for c in classifiers} != set(metadata.classifiers or []):
+        extra = sorted({c.strip() for c in classifiers} ^ set(metadata.classifiers or []))
+        raise _disagree("classifiers", "; ".join(sorted(c.strip() for c in classifiers)),
+                        f"{'; '.join(sorted(metadata.classifiers or []))} (differing: {'; '.join(extra)})")
+    requirements = [r for r in lists.get("requires_dist", ()) if r.strip()]
+    if requirements:
+        try:
+            sent_requirements = {Requirement(r) for r in requirements}
+        except InvalidRequirement as exc:
+            raise UploadRejected(f"Invalid value for requires_dist: {exc}.") from None
+        if sent_requirements != set(metadata.requires_dist or []):
+            raise _disagree("requires_dist", "; ".join(sorted(map(str, sent_requirements))),
+                            "; ".join(sorted(map(str, metadata.requires_dist or []))))
 
 
 @dataclass(frozen=True)
@@ -228,15 +425,25 @@ class ParsedFilename:
     """``source`` for sdists, the wheel's python tags otherwise (PyPI's python_version field)."""
 
 
-def check_wheel_filename(filename: str, metadata: Metadata) -> ParsedFilename:
+def check_wheel_filename(filename: str, metadata: Metadata, strictness: str = PYPI) -> ParsedFilename:
     try:
         name, version, _build, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename as exc:
         raise UploadRejected(f"Invalid wheel filename '{filename}': {exc}. See PEP 427.") from None
     _check_name_version(filename, name, version, metadata)
-    for tag in sorted(tags, key=str):
-        if not any(p.match(tag.platform) for p in _PLATFORM_PATTERNS):
-            raise UploadRejected(f"Binary wheel '{filename}' has an unsupported platform tag '{tag.platform}'.")
+    if strictness == PYPI:
+        # PEP 427 as PyPI enforces it since October 2025: the name part is the normalized name.
+        expected = canonicalize_name(metadata.name).replace("-", "_")
+        written = filename.split("-", 1)[0]
+        if written != expected:
+            raise UploadRejected(
+                f"Filename '{filename}' should contain the normalized project name '{expected}', not "
+                f"'{written}' (PEP 427). Rebuild with a current build backend, or rename the file to "
+                f"'{expected}-{filename.split('-', 1)[1]}'."
+            )
+        for tag in sorted(tags, key=str):
+            if not any(p.match(tag.platform) for p in _PLATFORM_PATTERNS):
+                raise UploadRejected(f"Binary wheel '{filename}' has an unsupported platform tag '{tag.platform}'.")
     python_version = _python_tags(tags)
     if len(python_version) > MAX_PYTHON_TAGS_LENGTH:
         raise UploadRejected(
@@ -250,19 +457,56 @@ def _python_tags(tags: frozenset[Tag]) -> str:
     return ".".join(sorted({tag.interpreter for tag in tags}))
 
 
-def check_sdist_filename(filename: str, metadata: Metadata) -> ParsedFilename:
-    try:
-        name, version = parse_sdist_filename(filename)
-    except InvalidSdistFilename as exc:
-        raise UploadRejected(f"Invalid source distribution filename '{filename}': {exc}. See PEP 625.") from None
-    _check_name_version(filename, name, version, metadata)
-    expected = f"{re.sub(r'[-_.]+', '_', metadata.name).lower()}-{metadata.version}.tar.gz"
-    if filename != expected:
+SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+
+def check_sdist_filename(filename: str, metadata: Metadata, strictness: str = PYPI) -> ParsedFilename:
+    """``pypi``: the PEP 625 name, exactly (what PyPI enforces since October 2025). ``lenient``: any
+    ``NAME-VERSION.tar.gz`` or ``.zip`` whose name normalizes to the project's and whose version
+    equals the metadata's (``zope.interface-4.0.tar.gz``, ``PyYAML-3.10.zip``, ``foo-1.0-1.tar.gz``)."""
+    expected = f"{canonicalize_name(metadata.name).replace('-', '_')}-{metadata.version}.tar.gz"
+    legacy = _legacy_sdist_name(filename, metadata)
+    if strictness == LENIENT and legacy is not None:
+        return legacy
+    if strictness == PYPI and filename == expected and legacy is not None:
+        return legacy
+    if legacy is None:  # say what is wrong with the name or the version before the spelling
+        try:
+            name, version = parse_sdist_filename(filename)
+        except InvalidSdistFilename as exc:
+            raise UploadRejected(
+                f"Invalid source distribution filename '{filename}': {exc}. PEP 625 requires '{expected}'."
+            ) from None
+        _check_name_version(filename, name, version, metadata)
+    if strictness == PYPI:
         raise UploadRejected(
             f"Invalid source distribution filename '{filename}': PEP 625 requires '{expected}'. "
             "Rebuild with a current build backend."
         )
-    return ParsedFilename(name=name, version=version, python_version="source")
+    raise UploadRejected(
+        f"Invalid source distribution filename '{filename}': it must be the project name and the version "
+        f"in its metadata ({metadata.name} {metadata.version}) joined by '-', ending in .tar.gz or .zip, "
+        f"e.g. '{expected}'."
+    )
+
+
+def _legacy_sdist_name(filename: str, metadata: Metadata) -> ParsedFilename | None:
+    """The file's name and version if ``filename`` is NAME-VERSION.tar.gz or .zip, with NAME
+    normalizing to the metadata's name and VERSION equal to its version (the version may hold a
+    hyphen, "1.0-1": every split is tried), else None."""
+    stem = next((filename[: -len(s)] for s in SDIST_SUFFIXES if filename.endswith(s)), None)
+    if stem is None:
+        return None
+    parts = stem.split("-")
+    for cut in range(1, len(parts)):
+        name_part, version_part = "-".join(parts[:cut]), "-".join(parts[cut:])
+        try:
+            version = Version(version_part)
+        except ValueError:
+            continue
+        if canonicalize_name(name_part) == canonicalize_name(metadata.name) and version == metadata.version:
+            return ParsedFilename(name=canonicalize_name(name_part), version=version, python_version="source")
+    return None
 
 
 def _check_name_version(filename: str, name: str, version: Version, metadata: Metadata) -> None:
@@ -276,8 +520,11 @@ def _check_name_version(filename: str, name: str, version: Version, metadata: Me
         )
 
 
-def check_readme(metadata: Metadata) -> None:
-    """The description must render safely, as pypi.org renders it (readme_renderer)."""
+def check_readme(metadata: Metadata, strictness: str = PYPI) -> None:
+    """The description must render safely, as pypi.org renders it (readme_renderer). ``lenient``
+    accepts one that no longer renders with today's renderer (the pages show it as plain text)."""
+    if strictness == LENIENT:
+        return
     description = metadata.description or ""
     content_type = (metadata.description_content_type or "text/x-rst").strip()
     mime, _, params = content_type.partition(";")

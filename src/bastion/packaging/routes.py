@@ -24,6 +24,8 @@ log = logging.getLogger("bastion.upload")
 
 # Form fields larger than this are refused (the description is the largest one twine sends).
 MAX_FIELD_BYTES = 4 * 1024 * 1024
+# Form fields that twine and uv repeat, once per value; compared with the file as sets.
+REPEATED_FIELDS = frozenset({"classifiers", "requires_dist", "keywords"})
 
 
 @router.post(
@@ -63,13 +65,16 @@ async def legacy_upload(request: Request) -> Response:
             if not isinstance(content, UploadFile) or not content.filename:
                 raise UploadRejected("Upload payload does not have a file: include the 'content' file part.")
             fields: dict[str, str] = {}
+            lists: dict[str, list[str]] = {}
             for key, value in form.multi_items():
-                if isinstance(value, str) and key not in fields:
-                    fields[key] = value
+                if isinstance(value, str):
+                    fields.setdefault(key, value)
+                    if key in REPEATED_FIELDS:
+                        lists.setdefault(key, []).append(value)
             incoming = IncomingFile(filename=content.filename, content_type=content.content_type,
                                     stream=content.file)
             outcome = await run_in_threadpool(
-                upload, bastion, principal, token, fields, incoming, request_context(request)
+                upload, bastion, principal, token, fields, incoming, request_context(request), lists
             )
         finally:
             await form.close()

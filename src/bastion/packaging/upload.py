@@ -10,12 +10,12 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from packaging.metadata import Metadata, parse_email
+from packaging.metadata import Metadata
 from packaging.utils import canonicalize_version
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -100,10 +100,14 @@ class CheckedFile:
     metadata_raw: dict
     metadata_bytes: bytes
     python_version: str
+    notes: tuple[str, ...] = ()
+    """Lenient mode: metadata fields the index left out of what it interprets, and why."""
 
     @property
     def requires_python(self) -> str | None:
         """Requires-Python as the author wrote it (validated by packaging, served verbatim)."""
+        if self.metadata.requires_python is None:  # absent, or left out as malformed (lenient)
+            return None
         value = self.metadata_raw.get("requires_python")
         return value.strip() if isinstance(value, str) and value.strip() else None
 
@@ -143,9 +147,13 @@ def spool(stream: BinaryIO, directory: Path, limit: int, filename: str) -> tuple
 
 
 def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile, path: Path,
-               size: int, digests: dict[str, str], filetype: str) -> CheckedFile:
-    """Every check on the artifact itself: size, digests, archive, metadata, filename, README."""
+               size: int, digests: dict[str, str], filetype: str, *, strictness: str | None = None,
+               lists: Mapping[str, Sequence[str]] | None = None) -> CheckedFile:
+    """Every check on the artifact itself: size, digests, archive, metadata, filename, README.
+
+    ``strictness`` is ``pypi`` or ``lenient`` (checks.PYPI / LENIENT); None means the setting."""
     settings = bastion.settings
+    strictness = strictness or settings.upload_strictness
     filename = incoming.filename
     checks.check_file_size(size, settings.max_file_size, filename)
     checks.check_digests_match(form, digests)
@@ -158,24 +166,29 @@ def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile
         if kind != "zip":
             raise UploadRejected(f"Invalid distribution file '{filename}': a wheel must be a zip archive.")
         metadata_bytes, _ = archives.inspect_wheel(path, filename, limits)
+    elif filename.endswith(".zip"):
+        if kind != "zip":
+            raise UploadRejected(f"Invalid distribution file '{filename}': a .zip sdist must be a zip archive.")
+        metadata_bytes, _ = archives.inspect_zip_sdist(path, filename, limits)
     else:
         if kind != "tar":
             raise UploadRejected(
                 f"Invalid distribution file '{filename}': a .tar.gz sdist must be a gzip-compressed tar archive."
             )
         metadata_bytes, _ = archives.inspect_sdist(path, filename, limits)
-    metadata = checks.parse_core_metadata(metadata_bytes, filename)
-    checks.check_metadata_rules(metadata)
-    checks.check_form_agrees(form, metadata)
+    core = checks.read_core_metadata(metadata_bytes, filename, strictness)
+    metadata = core.metadata
+    checks.check_metadata_rules(metadata, strictness)
+    checks.check_form_agrees(form, metadata, lists)
     if filetype == "bdist_wheel":
-        parsed = checks.check_wheel_filename(filename, metadata)
+        parsed = checks.check_wheel_filename(filename, metadata, strictness)
     else:
-        parsed = checks.check_sdist_filename(filename, metadata)
-    checks.check_readme(metadata)
-    raw, _unparsed = parse_email(metadata_bytes)
+        parsed = checks.check_sdist_filename(filename, metadata, strictness)
+    checks.check_readme(metadata, strictness)
     return CheckedFile(
         path=path, filename=filename, filetype=filetype, size=size, digests=digests, metadata=metadata,
-        metadata_raw=dict(raw), metadata_bytes=metadata_bytes, python_version=parsed.python_version,
+        metadata_raw=core.raw, metadata_bytes=metadata_bytes, python_version=parsed.python_version,
+        notes=core.notes,
     )
 
 
@@ -331,14 +344,18 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
 
 
 def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form: Mapping[str, str],
-           incoming: IncomingFile, context: RequestContext) -> UploadOutcome:
-    """Run the whole pipeline; raises UploadRejected with the message twine prints."""
+           incoming: IncomingFile, context: RequestContext,
+           lists: Mapping[str, Sequence[str]] | None = None) -> UploadOutcome:
+    """Run the whole pipeline; raises UploadRejected with the message twine prints.
+
+    ``form`` holds the first value of each form field, ``lists`` every value of the fields a
+    client may repeat (classifiers, requires_dist, keywords)."""
     checks.check_protocol(form)
     filetype = checks.check_filetype(form)
     checks.check_required_fields(form)
     checks.check_digests_present(form)
     checks.check_filename_text(incoming.filename)
-    checks.check_extension(incoming.filename, filetype)
+    checks.check_extension(incoming.filename, filetype, bastion.settings.upload_strictness)
     checks.check_content_type(incoming.content_type)
     resemblance = None
     with bastion.db.read() as session:  # refuse early, before spending work on the file
@@ -352,7 +369,7 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
             raise UploadRejected(decision.reason, status=403)
     path, size, digests = spool(incoming.stream, bastion.tmp_dir, bastion.settings.max_file_size, incoming.filename)
     try:
-        checked = check_file(bastion, form, incoming, path, size, digests, filetype)
+        checked = check_file(bastion, form, incoming, path, size, digests, filetype, lists=lists)
         scan = scan_upload(bastion, path, checked.filename, checked.metadata.name, new_project=found is None,
                            resembles=resemblance.name if resemblance else None, context=context)
         token_id = token.id if token is not None else None
