@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from datetime import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,8 @@ def _get_or_create_release(session: Session, project: Project, checked: CheckedF
 
 def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiToken | None,
            checked: CheckedFile, context: RequestContext, written: list[str],
-           scan: ScanResult | None = None, resemblance: Resemblance | None = None) -> UploadOutcome:
+           scan: ScanResult | None = None, resemblance: Resemblance | None = None, *,
+           render: bool = True, upload_time: datetime | None = None) -> UploadOutcome:
     user = session.get(User, principal.user_id) if principal.user_id is not None else None
     project = find_project(session, checked.metadata.name)
     new_project = project is None
@@ -310,7 +312,7 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         sha256_digest=checked.digests["sha256_digest"], blake2_256_digest=checked.digests["blake2_256_digest"],
         path=path,
         requires_python=checked.requires_python,
-        metadata_sha256=metadata_sha256, upload_time=utcnow(), uploader_id=principal.user_id,
+        metadata_sha256=metadata_sha256, upload_time=upload_time or utcnow(), uploader_id=principal.user_id,
     )
     session.add(file)
     session.flush()
@@ -336,7 +338,8 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
                           "sha256": checked.digests["sha256_digest"], "token_id": principal.token_id})
     # Before rendering: the JSON API lists them.
     new_matches = match_release(session, release.id, known=(project.id, project.normalized_name, release.version))
-    refresh_project_pages(session, project.id, versions=[release.version], index=new_project)
+    if render:
+        refresh_project_pages(session, project.id, versions=[release.version], index=new_project)
     alerts = collect_alerts(session, bastion, new_matches) if new_matches else None
     return UploadOutcome(created=True, project=project.normalized_name, version=release.version,
                          filename=checked.filename, serial=serial, held=held, project_id=project.id,
@@ -372,42 +375,53 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
         checked = check_file(bastion, form, incoming, path, size, digests, filetype, lists=lists)
         scan = scan_upload(bastion, path, checked.filename, checked.metadata.name, new_project=found is None,
                            resembles=resemblance.name if resemblance else None, context=context)
-        token_id = token.id if token is not None else None
-        for attempt in (1, 2):
-            written: list[str] = []
-            try:
-                with bastion.db.write() as session:
-                    if token_id is not None:
-                        # Re-read the row: merging the copy read at authentication would write
-                        # its stale columns back and undo a revocation made since.
-                        token = session.get(ApiToken, token_id)
-                        if token is None or token.revoked is not None:
-                            raise UploadRejected(
-                                "Invalid API token: this API token has been revoked: create a new one",
-                                status=403,
-                            )
-                    outcome = _store(session, bastion, principal, token, checked, context, written, scan,
-                                     resemblance)
-            except IntegrityError:
-                _remove(bastion, written)
-                if attempt == 2:
-                    raise UploadRejected(
-                        "Another upload changed this project at the same moment; retry the upload.", status=409
-                    ) from None
-                continue
-            except BaseException:
-                _remove(bastion, written)
-                raise
-            if outcome.created:
-                bastion.notify_change(outcome.serial)
-            if outcome.held:
-                with bastion.db.read() as session:
-                    bastion.send_mail(held_for_review(session, outcome.project_id, f"The file {outcome.filename}",
-                                                      outcome.held))
-            return outcome
-        raise AssertionError("unreachable")
+        return store_checked(bastion, principal, token, checked, context, scan, resemblance)
     finally:
         path.unlink(missing_ok=True)
+
+
+def store_checked(bastion: Bastion, principal: Principal, token: ApiToken | None, checked: CheckedFile,
+                  context: RequestContext, scan: ScanResult | None, resemblance: Resemblance | None = None, *,
+                  render: bool = True, upload_time: datetime | None = None) -> UploadOutcome:
+    """Store a file that passed every check, in one transaction (retried once when a concurrent
+    upload created the same project), then tell the readers and, for a held file, the maintainers.
+
+    ``render=False`` (bulk import) leaves the project's pages to the caller, who renders them once
+    per project and calls ``bastion.notify_change``; ``upload_time`` keeps an imported file's time."""
+    token_id = token.id if token is not None else None
+    for attempt in (1, 2):
+        written: list[str] = []
+        try:
+            with bastion.db.write() as session:
+                if token_id is not None:
+                    # Re-read the row: merging the copy read at authentication would write
+                    # its stale columns back and undo a revocation made since.
+                    token = session.get(ApiToken, token_id)
+                    if token is None or token.revoked is not None:
+                        raise UploadRejected(
+                            "Invalid API token: this API token has been revoked: create a new one",
+                            status=403,
+                        )
+                outcome = _store(session, bastion, principal, token, checked, context, written, scan,
+                                 resemblance, render=render, upload_time=upload_time)
+        except IntegrityError:
+            _remove(bastion, written)
+            if attempt == 2:
+                raise UploadRejected(
+                    "Another upload changed this project at the same moment; retry the upload.", status=409
+                ) from None
+            continue
+        except BaseException:
+            _remove(bastion, written)
+            raise
+        if outcome.created and render:
+            bastion.notify_change(outcome.serial)
+        if outcome.held:
+            with bastion.db.read() as session:
+                bastion.send_mail(held_for_review(session, outcome.project_id, f"The file {outcome.filename}",
+                                                  outcome.held))
+        return outcome
+    raise AssertionError("unreachable")
 
 
 def _remove(bastion: Bastion, written: list[str]) -> None:
