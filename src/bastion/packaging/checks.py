@@ -463,7 +463,7 @@ SDIST_SUFFIXES = (".tar.gz", ".zip")
 def check_sdist_filename(filename: str, metadata: Metadata, strictness: str = PYPI) -> ParsedFilename:
     """``pypi``: the PEP 625 name, exactly (what PyPI enforces since October 2025). ``lenient``: any
     ``NAME-VERSION.tar.gz`` or ``.zip`` whose name normalizes to the project's and whose version
-    equals the metadata's (``zope.interface-4.0.tar.gz``, ``PyYAML-3.10.zip``, ``foo-1.0-1.tar.gz``)."""
+    equals the metadata's (``zope.interface-4.0.tar.gz``, ``azure-common-1.1.28.zip``, ``foo-1.0-1.tar.gz``)."""
     expected = f"{canonicalize_name(metadata.name).replace('-', '_')}-{metadata.version}.tar.gz"
     legacy = _legacy_sdist_name(filename, metadata)
     if strictness == LENIENT and legacy is not None:
