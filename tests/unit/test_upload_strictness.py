@@ -234,3 +234,29 @@ def test_the_json_api_lists_a_lenient_zip_sdist_as_pypi_would(lenient, tmp_path)
     accepted(client, token, path, "hello-world", "1.0")
     data = json.loads(client.get("/pypi/hello-world/json").content)
     assert [(u["filename"], u["packagetype"]) for u in data["urls"]] == [("hello_world-1.0.zip", "sdist")]
+
+
+def test_an_sdist_without_pkg_info_is_named_by_its_filename_only_when_an_import_asks(bastion, tmp_path) -> None:
+    """Source tarballs made by hand or by a code host (PyPDF2-1.23.tar.gz on pypi.org) have no
+    PKG-INFO: refused, unless an import reads the project from the filename (lenient only)."""
+    import io as _io
+
+    from bastion.packaging import checks
+    from bastion.packaging.errors import UploadRejected
+    from bastion.packaging.upload import IncomingFile, check_file
+    from tests.distbuilder import digests, tar_gz_bytes
+
+    path = tmp_path / "PyPDF2-1.23.tar.gz"
+    path.write_bytes(tar_gz_bytes({"PyPDF2-1.23/setup.py": b"from distutils.core import setup\n"}))
+    form = {"name": "PyPDF2", "version": "1.23", **digests(path)}
+
+    def check(**kwargs):  # type: ignore[no-untyped-def]
+        return check_file(bastion, form, IncomingFile(path.name, None, _io.BytesIO()), path, path.stat().st_size,
+                          digests(path), "sdist", **kwargs)
+
+    for kwargs in ({}, {"strictness": checks.LENIENT}, {"strictness": checks.PYPI, "name_from_filename": True}):
+        with pytest.raises(UploadRejected, match="PyPDF2-1.23/PKG-INFO is missing"):
+            check(**kwargs)
+    checked = check(strictness=checks.LENIENT, name_from_filename=True)
+    assert (checked.metadata.name, str(checked.metadata.version)) == ("PyPDF2", "1.23")
+    assert checked.metadata_raw["metadata_version"] == "1.0"

@@ -27,6 +27,12 @@ _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _LOCAL_SIG = b"PK\x03\x04"
 
 
+class MissingPkgInfo(UploadRejected):
+    """A sound sdist archive without ``<top>/PKG-INFO`` (a source tarball made by hand or by a
+    code host, which PyPI took before 2012): an import may read its name and version from the
+    filename instead (``bastion import --project-from-filename``)."""
+
+
 @dataclass(frozen=True)
 class ArchiveLimits:
     """Decompression-bomb and size limits applied to every archive."""
@@ -241,7 +247,7 @@ def inspect_zip_sdist(path: Path, filename: str, limits: ArchiveLimits) -> tuple
             )
         top = tops.pop()
         if f"{top}/PKG-INFO" not in names:
-            raise UploadRejected(f"Invalid sdist '{filename}': {top}/PKG-INFO is missing.")
+            raise MissingPkgInfo(f"Invalid sdist '{filename}': {top}/PKG-INFO is missing.")
         try:
             return _read_member(archive, f"{top}/PKG-INFO", filename), top
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
@@ -305,5 +311,5 @@ def inspect_sdist(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
         raise UploadRejected(f"Invalid sdist '{filename}': the archive is empty.")
     top = tops.pop()
     if pkg_info is None:
-        raise UploadRejected(f"Invalid sdist '{filename}': {top}/PKG-INFO is missing.")
+        raise MissingPkgInfo(f"Invalid sdist '{filename}': {top}/PKG-INFO is missing.")
     return pkg_info, top

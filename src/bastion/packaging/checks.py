@@ -21,6 +21,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import (
+    InvalidName,
     InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
@@ -488,6 +489,24 @@ def check_sdist_filename(filename: str, metadata: Metadata, strictness: str = PY
         f"in its metadata ({metadata.name} {metadata.version}) joined by '-', ending in .tar.gz or .zip, "
         f"e.g. '{expected}'."
     )
+
+
+def name_version_from_sdist_filename(filename: str) -> tuple[str, str] | None:
+    """NAME and VERSION of ``NAME-VERSION.tar.gz`` / ``.zip`` (the last split whose right part is a
+    PEP 440 version and whose left part is a valid name), or None."""
+    stem = next((filename[: -len(s)] for s in SDIST_SUFFIXES if filename.endswith(s)), None)
+    if stem is None:
+        return None
+    parts = stem.split("-")
+    for cut in range(len(parts) - 1, 0, -1):
+        name_part, version_part = "-".join(parts[:cut]), "-".join(parts[cut:])
+        try:
+            Version(version_part)
+            canonicalize_name(name_part, validate=True)
+        except (ValueError, InvalidName):
+            continue
+        return name_part, version_part
+    return None
 
 
 def _legacy_sdist_name(filename: str, metadata: Metadata) -> ParsedFilename | None:

@@ -149,10 +149,12 @@ def spool(stream: BinaryIO, directory: Path, limit: int, filename: str) -> tuple
 
 def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile, path: Path,
                size: int, digests: dict[str, str], filetype: str, *, strictness: str | None = None,
-               lists: Mapping[str, Sequence[str]] | None = None) -> CheckedFile:
+               lists: Mapping[str, Sequence[str]] | None = None, name_from_filename: bool = False) -> CheckedFile:
     """Every check on the artifact itself: size, digests, archive, metadata, filename, README.
 
-    ``strictness`` is ``pypi`` or ``lenient`` (checks.PYPI / LENIENT); None means the setting."""
+    ``strictness`` is ``pypi`` or ``lenient`` (checks.PYPI / LENIENT); None means the setting.
+    ``name_from_filename`` (imports, lenient only): an sdist without PKG-INFO gets Metadata-Version
+    1.0 metadata with the name and version its filename gives."""
     settings = bastion.settings
     strictness = strictness or settings.upload_strictness
     filename = incoming.filename
@@ -167,16 +169,23 @@ def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile
         if kind != "zip":
             raise UploadRejected(f"Invalid distribution file '{filename}': a wheel must be a zip archive.")
         metadata_bytes, _ = archives.inspect_wheel(path, filename, limits)
-    elif filename.endswith(".zip"):
-        if kind != "zip":
-            raise UploadRejected(f"Invalid distribution file '{filename}': a .zip sdist must be a zip archive.")
-        metadata_bytes, _ = archives.inspect_zip_sdist(path, filename, limits)
     else:
-        if kind != "tar":
+        zipped = filename.endswith(".zip")
+        if kind != ("zip" if zipped else "tar"):
             raise UploadRejected(
+                f"Invalid distribution file '{filename}': a .zip sdist must be a zip archive." if zipped else
                 f"Invalid distribution file '{filename}': a .tar.gz sdist must be a gzip-compressed tar archive."
             )
-        metadata_bytes, _ = archives.inspect_sdist(path, filename, limits)
+        try:
+            metadata_bytes, _ = (archives.inspect_zip_sdist if zipped else archives.inspect_sdist)(
+                path, filename, limits)
+        except archives.MissingPkgInfo as exc:
+            if not (name_from_filename and strictness == checks.LENIENT):
+                raise
+            named = checks.name_version_from_sdist_filename(filename)
+            if named is None:
+                raise UploadRejected(f"{exc} Its filename does not give a name and a PEP 440 version either.") from None
+            metadata_bytes = f"Metadata-Version: 1.0\nName: {named[0]}\nVersion: {named[1]}\n".encode()
     core = checks.read_core_metadata(metadata_bytes, filename, strictness)
     metadata = core.metadata
     checks.check_metadata_rules(metadata, strictness)
