@@ -519,6 +519,7 @@ def _register_commands() -> None:
         "advisories": "bastion.advisories.cli:advisories_group",
         "audit": "bastion.advisories.audit_cli:audit_command",
         "app": "bastion.advisories.app_cli:app_group",
+        "import": "bastion.packaging.import_cli:import_command",
     })
     project.lazy["security"] = "bastion.insights.security_cli:project_security"
 
