@@ -393,8 +393,7 @@ class Checker:
         checks.check_extension(filename, source.filetype, checks.LENIENT)
         size, digests = _digests(source.path)
         if source.expected_sha256 and source.expected_sha256 != digests["sha256_digest"]:
-            raise ServiceError(f"The file '{filename}' does not match the sha256 its source index recorded "
-                               f"({source.expected_sha256}): it changed or was damaged since the export.")
+            raise ServiceError(_damaged(source))
         peeked = peek_metadata(source.path, source.filetype)
         name, version = _headers(peeked)
         file_name, file_version = name_from_filename(filename, source.filetype)
@@ -644,6 +643,8 @@ def import_paths(bastion: Bastion, paths: list[Path], owner: str, *, workers: in
         if known is None:
             return None
         sha256 = _sha256(source.path)
+        if source.expected_sha256 and source.expected_sha256 != sha256:
+            return Refused(source, _damaged(source))
         if sha256 == known[0]:
             touched.setdefault(known[1], set())  # its pages are checked, not re-rendered
             return Present(source)
@@ -709,6 +710,11 @@ def import_paths(bastion: Bastion, paths: list[Path], owner: str, *, workers: in
                               "projects": len(report.projects), "projects_created": len(report.created_projects),
                               "seconds": round(report.seconds, 3)})
     return report
+
+
+def _damaged(source: Source) -> str:
+    return (f"The file '{source.filename}' does not match the sha256 its source index recorded "
+            f"({source.expected_sha256}): it changed or was damaged since the export.")
 
 
 def _size(path: Path) -> int:
