@@ -125,8 +125,12 @@ def detect_kind(path: Path) -> str:
     return "unknown"
 
 
-def check_zip_layout(path: Path | IO[bytes], infos: list[zipfile.ZipInfo], filename: str) -> None:
-    """ZIP confusion: local headers must match the central directory, back to back from offset 0.
+def check_zip_layout(path: Path | IO[bytes], infos: list[zipfile.ZipInfo], filename: str,
+                     start_dir: int | None = None) -> None:
+    """ZIP confusion: local headers must match the central directory, back to back from offset 0,
+    and, given the central directory's offset (``ZipFile.start_dir``), the last one must end
+    where it starts: an entry left out of the central directory is invisible to zipfile (and to
+    the scanner) but unpacked by tools that read an archive from its start.
 
     ``path`` may also be an open binary file (e.g. an in-memory nested archive); it is not closed."""
     expected_offset = 0
@@ -156,6 +160,11 @@ def check_zip_layout(path: Path | IO[bytes], infos: list[zipfile.ZipInfo], filen
                     f"the central directory for '{info.filename}' (ZIP confusion)."
                 )
             expected_offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+    if start_dir is not None and expected_offset != start_dir:
+        raise UploadRejected(
+            f"Invalid distribution file '{filename}': {start_dir - expected_offset} bytes between the last zip "
+            "entry and the central directory (an entry hidden from the directory: ZIP confusion)."
+        )
 
 
 _check_zip_layout = check_zip_layout
@@ -194,7 +203,7 @@ def check_zip_members(archive: zipfile.ZipFile, path: Path, filename: str, limit
         total += info.file_size
         compressed += info.compress_size
     check_bomb(total, compressed, len(infos), limits, filename)
-    check_zip_layout(path, infos, filename)
+    check_zip_layout(path, infos, filename, archive.start_dir)
     return names
 
 

@@ -171,6 +171,9 @@ _FIELD_ADDED: dict[str, str] = {
 _KNOWN_HEADERS = {header.lower() for header in _FIELD_HEADERS.values()}
 _VERSION_ORDER = ("1.0", "1.1", "1.2", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6")
 _ESSENTIAL = frozenset({"metadata_version", "name", "version"})
+_MAJOR_MINOR = re.compile(r"^[12]\.\d{1,2}$")  # the shape every tool wrote ("2.0", "1.3"), nothing else
+# Distribution filenames: what pip's own filename patterns take (no spaces, no non-ASCII look-alikes).
+_PLAIN_FILENAME = re.compile(r"^[A-Za-z0-9._+!-]+$")
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class CoreMetadata:
     them are validated by the rules of the version that did); in lenient mode without the fields
     that are malformed."""
     raw: dict[str, Any]
-    """The fields as written, with the declared Metadata-Version: what the index stores."""
+    """The fields as written, with the declared Metadata-Version, less the fields lenient mode
+    left out: what the index stores and serves in its JSON API."""
     notes: tuple[str, ...] = ()
     """Lenient mode: the fields left out of ``metadata`` and why."""
 
@@ -213,7 +217,7 @@ def _validation_version(declared: object, present: set[str], strictness: str) ->
         )
     elif text not in _VERSION_ORDER:
         try:
-            parsed: Version | None = Version(text)
+            parsed: Version | None = Version(text) if _MAJOR_MINOR.match(text) else None
         except ValueError:
             parsed = None
         if strictness == PYPI or parsed is None or parsed.major not in (1, 2):
@@ -240,14 +244,23 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI) -> Co
         raw, unparsed = parse_email(data)
     except (ValueError, UnicodeError) as exc:
         raise _invalid(filename, [f"the file cannot be read as core metadata ({exc})"]) from None
-    if isinstance(raw.get("description"), str):
+    if isinstance(raw.get("description"), str) and _description_in_header(data):
         raw["description"] = unfold_description(raw["description"])
     notes: list[str] = []
+    for key in list(unparsed):
+        values = unparsed[key]
+        field = _field_of(key)
+        # A single-value field written twice with the same text (old tools did): one value.
+        if (key.lower() in _KNOWN_HEADERS and len(values) > 1 and len(set(values)) == 1
+                and field not in raw and isinstance(values[0], str)):
+            raw[field] = values[0]  # type: ignore[literal-required]
+            del unparsed[key]
     malformed = sorted(key for key in unparsed if key.lower() in _KNOWN_HEADERS)
     if malformed:
         reasons = [f"the field {key!r} has invalid data (a single-value field given twice, or "
                    "a value that is not text)" for key in malformed]
-        essential = {_FIELD_HEADERS[f].lower() for f in _ESSENTIAL}
+        # Requires-Python decides which Pythons are offered the file: never guessed, never dropped.
+        essential = {_FIELD_HEADERS[f].lower() for f in _ESSENTIAL | {"requires_python"}}
         if strictness == PYPI or any(key.lower() in essential for key in malformed):
             raise _invalid(filename, reasons)
         notes.extend(reasons)
@@ -257,6 +270,8 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI) -> Co
                                                 set(interpreted) - {"metadata_version"}, strictness)
         try:
             metadata = Metadata.from_raw({**interpreted, "metadata_version": version}, validate=True)  # type: ignore[typeddict-item]
+        except RecursionError:  # packaging's marker parser recurses once per parenthesis
+            raise _invalid(filename, ["a Requires-Dist or Provides-Extra marker is nested too deeply"]) from None
         except MetadataExceptionGroup as group:
             errors = [error for error in group.exceptions if isinstance(error, InvalidMetadata)]
             others = [error for error in group.exceptions if not isinstance(error, InvalidMetadata)]
@@ -271,11 +286,22 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI) -> Co
             continue
         if problems:
             raise _invalid(filename, problems)
-        return CoreMetadata(metadata=metadata, raw=dict(raw), notes=tuple(notes))
+        # Stored and served (JSON API) as written, less what lenient left out as malformed.
+        return CoreMetadata(metadata=metadata, raw=dict(interpreted), notes=tuple(notes))
     raise _invalid(filename, ["the metadata could not be validated"])
 
 
 _FOLD = re.compile(r"^(?: {8}|       \|)")
+
+
+_DESCRIPTION_HEADER = re.compile(rb"^description[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def _description_in_header(data: bytes) -> bool:
+    """True when the description is written as a header (before the first blank line), not as
+    the message body: only a header is folded."""
+    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
+    return _DESCRIPTION_HEADER.search(head) is not None
 
 
 def unfold_description(text: str) -> str:
@@ -409,6 +435,8 @@ def check_form_agrees(form: Mapping[str, str], metadata: Metadata,
             sent_requirements = {Requirement(r) for r in requirements}
         except InvalidRequirement as exc:
             raise UploadRejected(f"Invalid value for requires_dist: {exc}.") from None
+        except RecursionError:
+            raise UploadRejected("Invalid value for requires_dist: a marker is nested too deeply.") from None
         if sent_requirements != set(metadata.requires_dist or []):
             raise _disagree("requires_dist", "; ".join(sorted(map(str, sent_requirements))),
                             "; ".join(sorted(map(str, metadata.requires_dist or []))))
@@ -426,7 +454,16 @@ class ParsedFilename:
     """``source`` for sdists, the wheel's python tags otherwise (PyPI's python_version field)."""
 
 
+def _check_plain(filename: str, kind: str) -> None:
+    if not _PLAIN_FILENAME.match(filename):
+        raise UploadRejected(
+            f"Invalid {kind} filename {filename!r}: use only ASCII letters, digits and . _ + ! - "
+            "(PEP 427 and PEP 625 names; pip refuses others)."
+        )
+
+
 def check_wheel_filename(filename: str, metadata: Metadata, strictness: str = PYPI) -> ParsedFilename:
+    _check_plain(filename, "wheel")
     try:
         name, version, _build, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename as exc:
@@ -466,6 +503,7 @@ def check_sdist_filename(filename: str, metadata: Metadata, strictness: str = PY
     ``NAME-VERSION.tar.gz`` or ``.zip`` whose name normalizes to the project's and whose version
     equals the metadata's (``zope.interface-4.0.tar.gz``, ``azure-common-1.1.28.zip``, ``foo-1.0-1.tar.gz``)."""
     expected = f"{canonicalize_name(metadata.name).replace('-', '_')}-{metadata.version}.tar.gz"
+    _check_plain(filename, "source distribution")
     legacy = _legacy_sdist_name(filename, metadata)
     if strictness == LENIENT and legacy is not None:
         return legacy
@@ -495,7 +533,7 @@ def name_version_from_sdist_filename(filename: str) -> tuple[str, str] | None:
     """NAME and VERSION of ``NAME-VERSION.tar.gz`` / ``.zip`` (the last split whose right part is a
     PEP 440 version and whose left part is a valid name), or None."""
     stem = next((filename[: -len(s)] for s in SDIST_SUFFIXES if filename.endswith(s)), None)
-    if stem is None:
+    if stem is None or not _PLAIN_FILENAME.match(filename):
         return None
     parts = stem.split("-")
     for cut in range(len(parts) - 1, 0, -1):
