@@ -398,9 +398,11 @@ def metadata_notes(raw: bytes, kind: str) -> tuple[str | None, list[str]]:
     from packaging.metadata import Metadata, parse_email
 
     notes: list[str] = []
-    text = raw.decode("utf-8", errors="replace")
-    if "\ufffd" in text:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
         notes.append("metadata: not UTF-8")
+        text = raw.decode("utf-8", errors="replace")
     headers = email.parser.Parser().parsestr(text, headersonly=True)
     mv = headers.get("Metadata-Version")
     try:
@@ -657,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lookups", type=int, default=3000, help="history: project look-ups at most")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--replan", action="store_true", help="ask PyPI again even if a plan with the same options exists")
+    parser.add_argument("--reinspect", action="store_true", help="read every file again (metadata version, builder, notes)")
     parser.add_argument("--csv", type=Path, default=CSV_PATH)
     args = parser.parse_args(argv)
 
@@ -697,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn()) as progress:
         failures = download_all(entries, root, args.threads, progress)
+    if args.reinspect:
+        for e in entries:
+            e.pop("metadata_version", None)
     with Progress(*columns) as progress:
         inspect_all(entries, root, progress)
     (root / MANIFEST).write_text(json.dumps(entries, indent=1))
