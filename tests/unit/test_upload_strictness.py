@@ -260,3 +260,26 @@ def test_an_sdist_without_pkg_info_is_named_by_its_filename_only_when_an_import_
     checked = check(strictness=checks.LENIENT, name_from_filename=True)
     assert (checked.metadata.name, str(checked.metadata.version)) == ("PyPDF2", "1.23")
     assert checked.metadata_raw["metadata_version"] == "1.0"
+
+
+@pytest.mark.parametrize(
+    ("extra", "form_field", "sent"),
+    [("Requires-Python: <4,>=3.6.*\n", "requires_python", "<4,>=3.6.*"),
+     ("Summary: first line\n", "summary", "A test project")],  # two Summary headers: malformed
+    ids=["invalid-requires-python", "summary-given-twice"],
+)
+def test_lenient_does_not_compare_the_form_on_a_field_it_left_out(lenient, tmp_path, extra, form_field,
+                                                                  sent) -> None:
+    """uv publish sends what the file says; a field lenient left out as malformed is not compared
+    (seen on real files: multi-line summaries, ``<4,>=3.6.*``)."""
+    bastion, client = lenient
+    token = make_user(bastion, "alice")
+    path = make_wheel(tmp_path, "hello-world", "1.0", metadata=metadata_text("hello-world", "1.0", extra=extra))
+    accepted(client, token, path, "hello-world", "1.0", **{form_field: sent})
+    assert form_field not in stored_metadata(bastion)
+
+
+def test_pyemscripten_wheels_are_accepted_as_on_pypi(client, bastion, tmp_path) -> None:
+    token = make_user(bastion, "alice")
+    path = make_wheel(tmp_path, "hello-world", "1.0", tag="cp314-cp314-pyemscripten_2026_0_wasm32")
+    accepted(client, token, path, "hello-world", "1.0")

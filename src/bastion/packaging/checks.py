@@ -60,6 +60,7 @@ _PLATFORM_PATTERNS = [
         r"^ios_\d+_\d+_(arm64|x86_64)_(iphoneos|iphonesimulator)$",
         r"^android_\d+_(arm64_v8a|armeabi_v7a|x86_64|x86)$",
         r"^pyodide_\d+_\d+_wasm32$",
+        r"^pyemscripten_\d+_\d+_wasm32$",  # PyPI takes these (cbor2 6.3.0, 2026-11)
     )
 ]
 
@@ -189,6 +190,8 @@ class CoreMetadata:
     left out: what the index stores and serves in its JSON API."""
     notes: tuple[str, ...] = ()
     """Lenient mode: the fields left out of ``metadata`` and why."""
+    left_out: frozenset[str] = frozenset()
+    """Lenient mode: the raw names of the fields left out (the form is not compared on them)."""
 
 
 def _header(field: str) -> str:
@@ -287,7 +290,9 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI) -> Co
         if problems:
             raise _invalid(filename, problems)
         # Stored and served (JSON API) as written, less what lenient left out as malformed.
-        return CoreMetadata(metadata=metadata, raw=dict(interpreted), notes=tuple(notes))
+        return CoreMetadata(metadata=metadata, raw=dict(interpreted), notes=tuple(notes),
+                            left_out=frozenset(set(raw) - set(interpreted))
+                            | frozenset(_field_of(key) for key in malformed))
     raise _invalid(filename, ["the metadata could not be validated"])
 
 
@@ -386,14 +391,16 @@ def _disagree(field_name: str, sent: object, stored: object) -> UploadRejected:
 
 
 def check_form_agrees(form: Mapping[str, str], metadata: Metadata,
-                      lists: Mapping[str, Sequence[str]] | None = None) -> None:
+                      lists: Mapping[str, Sequence[str]] | None = None, left_out: frozenset[str] = frozenset()) -> None:
     """Beyond PyPI: what the index serves comes from the artifact, so the form must agree with it.
 
     Compared by meaning, never as text: names normalized, versions as ``Version``, specifier
     sets as ``SpecifierSet``, requirements as ``Requirement``, keywords and classifiers as sets,
     summary and description without line endings and whitespace runs. Only what the form sends
-    is compared (twine leaves out some fields, e.g. License-File under Metadata-Version 2.1)."""
-    lists = lists or {}
+    is compared (twine leaves out some fields, e.g. License-File under Metadata-Version 2.1), and
+    not the fields lenient mode left out of the file's metadata as malformed (``left_out``)."""
+    lists = {k: v for k, v in (lists or {}).items() if k not in left_out}
+    form = {k: v for k, v in form.items() if k not in left_out or k in ("name", "version")}
     if canonicalize_name(form.get("name", "")) != canonicalize_name(metadata.name):
         raise UploadRejected(
             f"The form's name '{form.get('name')}' does not match the name '{metadata.name}' in the file's metadata."

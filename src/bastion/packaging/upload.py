@@ -189,7 +189,7 @@ def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile
     core = checks.read_core_metadata(metadata_bytes, filename, strictness)
     metadata = core.metadata
     checks.check_metadata_rules(metadata, strictness)
-    checks.check_form_agrees(form, metadata, lists)
+    checks.check_form_agrees(form, metadata, lists, core.left_out)
     if filetype == "bdist_wheel":
         parsed = checks.check_wheel_filename(filename, metadata, strictness)
     else:
