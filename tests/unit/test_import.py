@@ -133,6 +133,24 @@ def test_a_second_run_adds_nothing_and_a_changed_file_is_refused(bastion: Bastio
     assert snapshot_state(bastion)["blobs"] == before["blobs"]
 
 
+def test_a_file_refused_when_stored_leaves_no_blob(bastion: Bastion, owner: str, tmp_path: Path) -> None:
+    """Worker processes write each checked file's blobs before the storing thread stores its rows:
+    a file refused at that point (here: a second, different file under the same name in one
+    import) has them removed."""
+    for folder, extra in (("one", {}), ("two", {"bastion_imp_twin/extra.py": b"X = 2\n"})):
+        (tmp_path / "tree" / folder).mkdir(parents=True)
+        make_wheel(tmp_path / "tree" / folder, "bastion-imp-twin", "1.0", files=extra)
+    report = import_paths(bastion, [tmp_path / "tree"], owner, workers=2)
+    assert report.counts()["accepted"] == 1 and report.counts()["refused"] == 1, report.files
+    [refused] = [f for f in report.files if f.outcome == "refused"]
+    assert refused.path == "two/bastion_imp_twin-1.0-py3-none-any.whl" and "File already exists" in refused.reason
+    with bastion.db.read() as session:
+        [path] = session.execute(select(File.path)).scalars().all()
+    on_disk = {str(p.relative_to(bastion.settings.effective_blob_dir))
+               for p in bastion.settings.effective_blob_dir.rglob("*") if p.is_file()}
+    assert on_disk == {path, path + ".metadata"}
+
+
 def test_a_file_the_scanner_holds_goes_to_review(data_dir: Path, database_url: str, tmp_path: Path) -> None:
     bastion = Bastion(load_settings(data_dir, database_url=database_url, scan_quarantine_score=1.0),
                       run_migrations=False)
@@ -321,7 +339,7 @@ def test_an_import_killed_midway_completes_on_a_rerun_as_a_clean_import(
             make_wheel(tree, f"bastion-kill-{i:02d}", version)
             make_sdist(tree, f"bastion-kill-{i:02d}", version)
     total = 72
-    proc = subprocess.Popen([BASTION, "import", str(tree), "--owner", "alice", "--workers", "1",
+    proc = subprocess.Popen([BASTION, "import", str(tree), "--owner", "alice", "--workers", "2",
                              "--data-dir", str(data_dir)], env=_env(database_url), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
