@@ -211,11 +211,11 @@ def test_lenient_sdist_filename_with_whitespace_in_its_version_is_refused(lenien
         refused(client, bastion, token, path, upload_form(path, "hello-world", "1.0"), 400, "filename")
 
 
-def test_name_version_from_sdist_filename_gives_no_whitespace() -> None:
+def test_name_version_from_filename_gives_no_whitespace() -> None:
     """The names and versions it gives are written into synthesized metadata headers."""
     for filename in ("foo-\n1.0.tar.gz", "foo-1.0\n.tar.gz", "foo-\u20281.0.zip", "foo- 1.0.tar.gz"):
-        assert checks.name_version_from_sdist_filename(filename) is None, filename
-    assert checks.name_version_from_sdist_filename("foo-1.0.tar.gz") == ("foo", "1.0")
+        assert checks.name_version_from_filename(filename) is None, filename
+    assert checks.name_version_from_filename("foo-1.0.tar.gz") == ("foo", "1.0")
 
 
 # -- hostile metadata ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,6 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import (
-    InvalidName,
     InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
@@ -32,6 +31,7 @@ from packaging.version import Version
 from trove_classifiers import all_classifiers, deprecated_classifiers
 
 from bastion.packaging.errors import UploadRejected
+from bastion.packaging.names import is_valid_name
 
 PYPI = "pypi"
 """Upload strictness: today's PyPI rules (the setting upload_strictness)."""
@@ -169,7 +169,7 @@ _FIELD_HEADERS: dict[str, str] = {
 _FIELD_ADDED: dict[str, str] = {
     name: value.added for name, value in vars(Metadata).items() if hasattr(value, "added")
 }
-_KNOWN_HEADERS = {header.lower() for header in _FIELD_HEADERS.values()}
+_FIELD_BY_HEADER = {header.lower(): field for field, header in _FIELD_HEADERS.items()}
 _VERSION_ORDER = ("1.0", "1.1", "1.2", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6")
 _ESSENTIAL = frozenset({"metadata_version", "name", "version"})
 _MAJOR_MINOR = re.compile(r"^[12]\.\d{1,2}$")  # the shape every tool wrote ("2.0", "1.3"), nothing else
@@ -226,7 +226,7 @@ def _validation_version(declared: object, present: set[str], strictness: str) ->
         if strictness == PYPI or parsed is None or parsed.major not in (1, 2):
             problems.append(f"Metadata-Version {text!r} is not a valid metadata version "
                             f"(known: {', '.join(_VERSION_ORDER)})")
-        elif parsed is not None:
+        else:
             # An old tool's unofficial number (2.0, 1.3): read with the rules of the next real one.
             later = [v for v in _VERSION_ORDER if Version(v) >= parsed]
             text = later[0] if later else _VERSION_ORDER[-1]
@@ -236,29 +236,37 @@ def _validation_version(declared: object, present: set[str], strictness: str) ->
     return _VERSION_ORDER[max(_VERSION_ORDER.index(text), needed)], problems
 
 
-def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI) -> CoreMetadata:
+def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI, *,
+                       fallback_name: str | None = None) -> CoreMetadata:
     """Read and validate the artifact's METADATA / PKG-INFO with packaging.metadata.
 
     Both modes accept a field used before the Metadata-Version that standardized it, and store it.
     ``pypi`` refuses a malformed field, naming it; ``lenient`` leaves it out of what the index
     interprets (it stays in the file) unless it is the name, the version or the Metadata-Version.
-    Unknown headers are ignored, as PyPI never sees them (twine sends only the fields it knows)."""
+    Unknown headers are ignored, as PyPI never sees them (twine sends only the fields it knows).
+    ``fallback_name`` (an import's --project-from-filename) stands in for a Name that is missing,
+    ``UNKNOWN`` or not a valid name; the file itself is not changed."""
     try:
         raw, unparsed = parse_email(data)
     except (ValueError, UnicodeError) as exc:
         raise _invalid(filename, [f"the file cannot be read as core metadata ({exc})"]) from None
+    notes: list[str] = []
+    written_name = raw.get("name") or ""
+    if fallback_name and (written_name.upper() == "UNKNOWN" or not is_valid_name(written_name)):
+        raw["name"] = fallback_name
+        unparsed.pop("Name", None)
+        notes.append(f"Name taken from the filename ({fallback_name}): the metadata has no usable name")
     if isinstance(raw.get("description"), str) and _description_in_header(data):
         raw["description"] = unfold_description(raw["description"])
-    notes: list[str] = []
     for key in list(unparsed):
         values = unparsed[key]
         field = _field_of(key)
         # A single-value field written twice with the same text (old tools did): one value.
-        if (key.lower() in _KNOWN_HEADERS and len(values) > 1 and len(set(values)) == 1
+        if (key.lower() in _FIELD_BY_HEADER and len(values) > 1 and len(set(values)) == 1
                 and field not in raw and isinstance(values[0], str)):
             raw[field] = values[0]  # type: ignore[literal-required]
             del unparsed[key]
-    malformed = sorted(key for key in unparsed if key.lower() in _KNOWN_HEADERS)
+    malformed = sorted(key for key in unparsed if key.lower() in _FIELD_BY_HEADER)
     if malformed:
         reasons = [f"the field {key!r} has invalid data (a single-value field given twice, or "
                    "a value that is not text)" for key in malformed]
@@ -324,10 +332,7 @@ def unfold_description(text: str) -> str:
 def _field_of(header_or_field: str) -> str:
     """packaging names a field by its header in errors; the raw key it belongs to."""
     lowered = header_or_field.lower()
-    for field, header in _FIELD_HEADERS.items():
-        if header.lower() == lowered or field == lowered:
-            return field
-    return lowered
+    return _FIELD_BY_HEADER.get(lowered, lowered)
 
 
 def parse_core_metadata(raw: bytes, filename: str) -> Metadata:
@@ -400,7 +405,7 @@ def check_form_agrees(form: Mapping[str, str], metadata: Metadata,
     is compared (twine leaves out some fields, e.g. License-File under Metadata-Version 2.1), and
     not the fields lenient mode left out of the file's metadata as malformed (``left_out``)."""
     lists = {k: v for k, v in (lists or {}).items() if k not in left_out}
-    form = {k: v for k, v in form.items() if k not in left_out or k in ("name", "version")}
+    form = {k: v for k, v in form.items() if k not in left_out}  # never name or version: those are refused
     if canonicalize_name(form.get("name", "")) != canonicalize_name(metadata.name):
         raise UploadRejected(
             f"The form's name '{form.get('name')}' does not match the name '{metadata.name}' in the file's metadata."
@@ -536,40 +541,41 @@ def check_sdist_filename(filename: str, metadata: Metadata, strictness: str = PY
     )
 
 
-def name_version_from_sdist_filename(filename: str) -> tuple[str, str] | None:
-    """NAME and VERSION of ``NAME-VERSION.tar.gz`` / ``.zip`` (the last split whose right part is a
-    PEP 440 version and whose left part is a valid name), or None."""
+def _sdist_splits(filename: str) -> Iterator[tuple[str, Version]]:
+    """Every (NAME, VERSION) reading of ``NAME-VERSION.tar.gz`` / ``.zip`` whose right part is a PEP
+    440 version, the longest name first (a version may hold a hyphen: "foo-1.0-1")."""
     stem = next((filename[: -len(s)] for s in SDIST_SUFFIXES if filename.endswith(s)), None)
     if stem is None or not _PLAIN_FILENAME.match(filename):
-        return None
+        return
     parts = stem.split("-")
     for cut in range(len(parts) - 1, 0, -1):
-        name_part, version_part = "-".join(parts[:cut]), "-".join(parts[cut:])
         try:
-            Version(version_part)
-            canonicalize_name(name_part, validate=True)
-        except (ValueError, InvalidName):
+            yield "-".join(parts[:cut]), Version("-".join(parts[cut:]))
+        except ValueError:
             continue
-        return name_part, version_part
+
+
+def name_version_from_filename(filename: str) -> tuple[str, str] | None:
+    """NAME and VERSION as a distribution's filename gives them (PEP 427 for wheels; for sdists
+    the longest valid name before a PEP 440 version), or None."""
+    if filename.endswith(".whl"):
+        try:
+            _name, wheel_version, _build, _tags = parse_wheel_filename(filename)
+        except InvalidWheelFilename:
+            return None
+        return filename.split("-", 1)[0], str(wheel_version)
+    for name, version in _sdist_splits(filename):
+        if is_valid_name(name):
+            return name, str(version)
     return None
 
 
 def _legacy_sdist_name(filename: str, metadata: Metadata) -> ParsedFilename | None:
     """The file's name and version if ``filename`` is NAME-VERSION.tar.gz or .zip, with NAME
-    normalizing to the metadata's name and VERSION equal to its version (the version may hold a
-    hyphen, "1.0-1": every split is tried), else None."""
-    stem = next((filename[: -len(s)] for s in SDIST_SUFFIXES if filename.endswith(s)), None)
-    if stem is None:
-        return None
-    parts = stem.split("-")
-    for cut in range(1, len(parts)):
-        name_part, version_part = "-".join(parts[:cut]), "-".join(parts[cut:])
-        try:
-            version = Version(version_part)
-        except ValueError:
-            continue
-        if canonicalize_name(name_part) == canonicalize_name(metadata.name) and version == metadata.version:
-            return ParsedFilename(name=canonicalize_name(name_part), version=version, python_version="source")
+    normalizing to the metadata's name and VERSION equal to its version, else None."""
+    for name, version in _sdist_splits(filename):
+        if canonicalize_name(name) == canonicalize_name(metadata.name) and version == metadata.version:
+            return ParsedFilename(name=canonicalize_name(name), version=version, python_version="source")
     return None
 
 

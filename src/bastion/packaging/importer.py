@@ -30,18 +30,15 @@ within the import do not, since the owner owns all of them (the check's "own fam
 
 from __future__ import annotations
 
-import email.parser
 import hashlib
 import io
 import json
 import logging
 import os
 import re
-import tarfile
 import threading
 import time
 import uuid
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from collections import deque
@@ -52,12 +49,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
 from sqlalchemy import select
 
 from bastion.accounts.models import User
@@ -82,9 +73,6 @@ NOT_A_DISTRIBUTION = "not a distribution pip installs"
 ALREADY_PRESENT = "already present"
 RENDER_BATCH = 50
 """Projects rendered per write transaction (short transactions: a server keeps serving uploads)."""
-PEEK_LIMIT = 1024 * 1024
-"""At most this many bytes of PKG-INFO / METADATA are read to fill the form (the checks read it again)."""
-_HASH_CHUNK = 1024 * 1024
 CHUNK_FILES = 8
 """Files handed to a worker process at a time (one round trip each)."""
 
@@ -285,90 +273,6 @@ class Present:
     source: Source
 
 
-def _digests(path: Path) -> tuple[int, dict[str, str]]:
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    blake2 = hashlib.blake2b(digest_size=32)
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            size += len(chunk)
-            md5.update(chunk)
-            sha256.update(chunk)
-            blake2.update(chunk)
-    return size, {"md5_digest": md5.hexdigest(), "sha256_digest": sha256.hexdigest(),
-                  "blake2_256_digest": blake2.hexdigest()}
-
-
-def peek_metadata(path: Path, filetype: str) -> bytes | None:
-    """The METADATA / PKG-INFO bytes of a distribution, best effort (None if unreadable); the
-    checks read them again, with every safety limit."""
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(4)
-        if magic.startswith(b"PK"):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    parts = info.filename.split("/")
-                    wanted = (len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA"
-                              if filetype == "bdist_wheel" else len(parts) == 2 and parts[1] == "PKG-INFO")
-                    if wanted and info.file_size <= PEEK_LIMIT:
-                        return archive.read(info)
-            return None
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                parts = member.name.strip("/").split("/")
-                if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile() and member.size <= PEEK_LIMIT:
-                    extracted = tar.extractfile(member)
-                    return extracted.read() if extracted is not None else None
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError, RuntimeError):
-        return None
-    return None
-
-
-def _headers(data: bytes | None) -> tuple[str, str]:
-    if not data:
-        return "", ""
-    try:
-        message = email.parser.BytesHeaderParser().parsebytes(data)
-    except Exception:  # noqa: BLE001  (best effort: the checks say what is wrong)
-        return "", ""
-    return str(message.get("Name") or "").strip(), str(message.get("Version") or "").strip()
-
-
-def name_from_filename(filename: str, filetype: str) -> tuple[str, str]:
-    """(project, version) as the filename says: PEP 427 for wheels, PEP 625 for sdists, else the
-    legacy ``name-version.tar.gz`` split at the last hyphen followed by a digit."""
-    try:
-        if filetype == "bdist_wheel":
-            name, version, _, _ = parse_wheel_filename(filename)
-            return str(name), str(version)
-        name, version = parse_sdist_filename(filename)
-        return str(name), str(version)
-    except (InvalidWheelFilename, InvalidSdistFilename, ValueError):
-        pass
-    stem = re.sub(r"\.(tar\.gz|zip|whl)$", "", filename, flags=re.IGNORECASE)
-    match = re.match(r"^(?P<name>.+?)-(?P<version>\d[^-]*)$", stem)
-    if match:
-        return match["name"], match["version"]
-    return stem, ""
-
-
-def _usable_name(name: str) -> bool:
-    from bastion.packaging.names import is_valid_name
-
-    return bool(name) and name.upper() != "UNKNOWN" and is_valid_name(name)
-
-
-def _with_name(metadata: bytes, name: str) -> bytes:
-    """The metadata with its Name header set to ``name`` (replaced, or added after the first line)."""
-    head, sep, body = metadata.partition(b"\n\n")
-    lines = head.split(b"\n")
-    kept = [line for line in lines if not line.lower().startswith(b"name:")]
-    kept.insert(1 if kept else 0, b"Name: " + name.encode())
-    return b"\n".join(kept) + sep + body
-
-
 class Checker:
     """Checks and scans files (thread-safe); one per import."""
 
@@ -395,26 +299,13 @@ class Checker:
         filename = source.filename
         checks.check_filename_text(filename)
         checks.check_extension(filename, source.filetype, checks.LENIENT)
-        size, digests = _digests(source.path)
+        size, digests = upload.file_digests(source.path)
         if source.expected_sha256 and source.expected_sha256 != digests["sha256_digest"]:
             raise ServiceError(_damaged(source))
-        peeked = peek_metadata(source.path, source.filetype)
-        name, version = _headers(peeked)
-        file_name, file_version = name_from_filename(filename, source.filetype)
-        renamed = False
-        if not _usable_name(name):
-            if self.project_from_filename and _usable_name(file_name) and peeked is not None:
-                name, renamed = file_name, True
-            elif not name:
-                name = file_name
-        version = version or file_version
-        form = {"name": name, "version": version, "filetype": source.filetype, **digests}
         incoming = upload.IncomingFile(filename=filename, content_type=None, stream=io.BytesIO(b""))
-        if renamed:
-            checked = self._check_renamed(form, incoming, source, size, digests, name)
-        else:
-            checked = upload.check_file(self.bastion, form, incoming, source.path, size, digests, source.filetype,
-                                        strictness=checks.LENIENT)
+        # No client form: the file is the only source of its metadata.
+        checked = upload.check_file(self.bastion, None, incoming, source.path, size, digests, source.filetype,
+                                    strictness=checks.LENIENT, name_from_filename=self.project_from_filename)
         project_name = checked.metadata.name
         resemblance, refusal = self._name_check(project_name)
         if refusal:
@@ -435,47 +326,6 @@ class Checker:
                 self.bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
                 prewritten += (path + ".metadata",)
         return Checked(source, checked, scan, resemblance, prewritten)
-
-    def _check_renamed(self, form: dict[str, str], incoming: upload.IncomingFile, source: Source, size: int,
-                       digests: dict[str, str], name: str) -> upload.CheckedFile:
-        """``check_file`` for a file whose metadata has no usable name (--project-from-filename):
-        the same archive and metadata checks, on the metadata with its Name set from the filename.
-        The file's own METADATA is what PEP 658 serves; the release records the name used."""
-        from bastion.packaging import archives
-
-        settings = self.bastion.settings
-        filename = source.filename
-        checks.check_file_size(size, settings.max_file_size, filename)
-        checks.check_digests_match(form, digests)
-        limits = archives.ArchiveLimits(
-            max_uncompressed=settings.max_uncompressed_size, max_ratio=settings.max_compression_ratio,
-            bomb_floor=settings.bomb_floor, max_members=settings.max_archive_members,
-        )
-        kind = archives.detect_kind(source.path)
-        if source.filetype == "bdist_wheel" and kind == "zip":
-            original, _ = archives.inspect_wheel(source.path, filename, limits)
-        elif filename.endswith(".zip") and kind == "zip":
-            original, _ = archives.inspect_zip_sdist(source.path, filename, limits)
-        elif kind == "tar" and not filename.endswith((".zip", ".whl")):
-            original, _ = archives.inspect_sdist(source.path, filename, limits)
-        else:  # the archive is not what its name says: check_file gives the message
-            return upload.check_file(self.bastion, form, incoming, source.path, size, digests, source.filetype,
-                                     strictness=checks.LENIENT)
-        core = checks.read_core_metadata(_with_name(original, name), filename, checks.LENIENT)
-        metadata = core.metadata
-        checks.check_metadata_rules(metadata, checks.LENIENT)
-        checks.check_form_agrees(form, metadata)
-        if source.filetype == "bdist_wheel":
-            parsed = checks.check_wheel_filename(filename, metadata, checks.LENIENT)
-        else:
-            parsed = checks.check_sdist_filename(filename, metadata, checks.LENIENT)
-        checks.check_readme(metadata, checks.LENIENT)
-        return upload.CheckedFile(
-            path=source.path, filename=filename, filetype=source.filetype, size=size, digests=digests,
-            metadata=metadata, metadata_raw=core.raw, metadata_bytes=original,
-            python_version=parsed.python_version,
-            notes=(*core.notes, f"Name taken from the filename ({name}): the metadata has no usable name"),
-        )
 
     def _name_check(self, name: str) -> tuple[Resemblance | None, str | None]:
         """For a project new to this index: (resemblance to flag, refusal). Never blocks on a
@@ -703,7 +553,7 @@ def import_paths(bastion: Bastion, paths: list[Path], owner: str, *, workers: in
         if sha256 == known[0]:
             touched.setdefault(known[1], set())  # its pages are checked, not re-rendered
             return Present(source)
-        blake2 = _digests(source.path)[1]["blake2_256_digest"]
+        blake2 = upload.file_digests(source.path)[1]["blake2_256_digest"]
         return Refused(source, upload.file_exists_message(source.filename, blake2))
 
     def store(item: Checked | Present | Refused) -> None:
@@ -793,11 +643,8 @@ def _size(path: Path) -> int:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _release_version(bastion: Bastion, filename: str) -> str:

@@ -118,11 +118,38 @@ def blob_path(blake2_256: str, filename: str) -> str:
     return f"packages/{blake2_256[:2]}/{blake2_256[2:4]}/{blake2_256[4:]}/{filename}"
 
 
+class _Digests:
+    """The three digests PyPI records for a file (MD5, SHA-256, BLAKE2b-256), fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+        self.blake2 = hashlib.blake2b(digest_size=32)
+
+    def update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        self.sha256.update(chunk)
+        self.blake2.update(chunk)
+
+    def hexdigests(self) -> dict[str, str]:
+        return {"md5_digest": self.md5.hexdigest(), "sha256_digest": self.sha256.hexdigest(),
+                "blake2_256_digest": self.blake2.hexdigest()}
+
+
+def file_digests(path: Path) -> tuple[int, dict[str, str]]:
+    """A stored file's size and the digests an upload's ``spool`` computes (imports)."""
+    digests = _Digests()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            size += len(chunk)
+            digests.update(chunk)
+    return size, digests.hexdigests()
+
+
 def spool(stream: BinaryIO, directory: Path, limit: int, filename: str) -> tuple[Path, int, dict[str, str]]:
     """Copy the upload to a private temporary file while hashing it and enforcing the size limit."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    blake2 = hashlib.blake2b(digest_size=32)
+    digests = _Digests()
     size = 0
     fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
     path = Path(name)
@@ -132,34 +159,32 @@ def spool(stream: BinaryIO, directory: Path, limit: int, filename: str) -> tuple
                 size += len(chunk)
                 if size > limit:
                     checks.check_file_size(size, limit, filename)
-                md5.update(chunk)
-                sha256.update(chunk)
-                blake2.update(chunk)
+                digests.update(chunk)
                 out.write(chunk)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    digests = {
-        "md5_digest": md5.hexdigest(),
-        "sha256_digest": sha256.hexdigest(),
-        "blake2_256_digest": blake2.hexdigest(),
-    }
-    return path, size, digests
+    return path, size, digests.hexdigests()
 
 
-def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile, path: Path,
+def check_file(bastion: Bastion, form: Mapping[str, str] | None, incoming: IncomingFile, path: Path,
                size: int, digests: dict[str, str], filetype: str, *, strictness: str | None = None,
                lists: Mapping[str, Sequence[str]] | None = None, name_from_filename: bool = False) -> CheckedFile:
     """Every check on the artifact itself: size, digests, archive, metadata, filename, README.
 
-    ``strictness`` is ``pypi`` or ``lenient`` (checks.PYPI / LENIENT); None means the setting.
-    ``name_from_filename`` (imports, lenient only): an sdist without PKG-INFO gets Metadata-Version
-    1.0 metadata with the name and version its filename gives."""
+    ``form`` is the client's upload form, compared with the file; None for a file with no client
+    (an import: ``digests`` are the index's own). ``strictness`` is ``pypi`` or ``lenient``
+    (checks.PYPI / LENIENT); None means the setting. ``name_from_filename`` (imports, lenient only):
+    the name the filename gives stands in for a metadata Name that is missing, ``UNKNOWN`` or not
+    valid, and an sdist without PKG-INFO gets Metadata-Version 1.0 metadata with the filename's
+    name and version."""
     settings = bastion.settings
     strictness = strictness or settings.upload_strictness
     filename = incoming.filename
+    named = checks.name_version_from_filename(filename) if name_from_filename and strictness == checks.LENIENT else None
     checks.check_file_size(size, settings.max_file_size, filename)
-    checks.check_digests_match(form, digests)
+    if form is not None:
+        checks.check_digests_match(form, digests)
     kind = archives.detect_kind(path)
     limits = archives.ArchiveLimits(
         max_uncompressed=settings.max_uncompressed_size, max_ratio=settings.max_compression_ratio,
@@ -182,14 +207,15 @@ def check_file(bastion: Bastion, form: Mapping[str, str], incoming: IncomingFile
         except archives.MissingPkgInfo as exc:
             if not (name_from_filename and strictness == checks.LENIENT):
                 raise
-            named = checks.name_version_from_sdist_filename(filename)
             if named is None:
                 raise UploadRejected(f"{exc} Its filename does not give a name and a PEP 440 version either.") from None
             metadata_bytes = f"Metadata-Version: 1.0\nName: {named[0]}\nVersion: {named[1]}\n".encode()
-    core = checks.read_core_metadata(metadata_bytes, filename, strictness)
+    core = checks.read_core_metadata(metadata_bytes, filename, strictness,
+                                     fallback_name=named[0] if named else None)
     metadata = core.metadata
     checks.check_metadata_rules(metadata, strictness)
-    checks.check_form_agrees(form, metadata, lists, core.left_out)
+    if form is not None:
+        checks.check_form_agrees(form, metadata, lists, core.left_out)
     if filetype == "bdist_wheel":
         parsed = checks.check_wheel_filename(filename, metadata, strictness)
     else:
