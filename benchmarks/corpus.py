@@ -292,11 +292,8 @@ def plan_history(pypi: PyPI, all_names: list[str], n_files: int, seed: int, max_
 # ---------------------------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def download(client: httpx.Client, entry: dict[str, Any], root: Path, on_bytes: Any) -> str | None:

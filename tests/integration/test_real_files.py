@@ -307,22 +307,25 @@ INSTALLED_FROM_PYPI = [c for c in CASES if not c.pypi and c.installs and _instal
 INSTALLED_FROM_LENIENT = [c for c in REFUSED_BY_PYPI if c.installs and _installable(c.filename)]
 
 
+def _install_accepted(server: LiveServer, outcomes: dict[str, dict[str, Outcome]], cases: list[Case],
+                      target: Path) -> tuple[Path, dict[str, str]]:
+    """Install, from ``server``, the cases some client got accepted there."""
+    accepted = [c for c in cases
+                if any(by_file.get(c.filename, Outcome("")).result == "accepted" for by_file in outcomes.values())]
+    return target, _install(server, target, accepted)
+
+
 @pytest.fixture(scope="module")
 def pypi_installs(module_server: LiveServer, pypi_outcomes: dict[str, dict[str, Outcome]],
                   tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    target = tmp_path_factory.mktemp("pypi-installed")
-    accepted = [c for c in INSTALLED_FROM_PYPI
-                if any(outcomes.get(c.filename, Outcome("")).result == "accepted" for outcomes in pypi_outcomes.values())]
-    return target, _install(module_server, target, accepted)
+    return _install_accepted(module_server, pypi_outcomes, INSTALLED_FROM_PYPI, tmp_path_factory.mktemp("pypi-installed"))
 
 
 @pytest.fixture(scope="module")
 def lenient_installs(lenient_server: LiveServer, lenient_outcomes: dict[str, dict[str, Outcome]],
                      tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    target = tmp_path_factory.mktemp("lenient-installed")
-    accepted = [c for c in INSTALLED_FROM_LENIENT
-                if any(outcomes.get(c.filename, Outcome("")).result == "accepted" for outcomes in lenient_outcomes.values())]
-    return target, _install(lenient_server, target, accepted)
+    return _install_accepted(lenient_server, lenient_outcomes, INSTALLED_FROM_LENIENT,
+                             tmp_path_factory.mktemp("lenient-installed"))
 
 
 # -- assertions -----------------------------------------------------------------------------------
