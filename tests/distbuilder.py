@@ -14,6 +14,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 
 def metadata_text(name: str, version: str, *, extra: str = "", summary: str = "A test project",
                   metadata_version: str = "2.1", description: str | None = None,
@@ -33,7 +35,8 @@ def _record_line(path: str, data: bytes) -> str:
 
 
 def wheel_filename(name: str, version: str, tag: str = "py3-none-any") -> str:
-    return f"{name.replace('-', '_')}-{version}-{tag}.whl"
+    """The name current build backends write (PEP 427: the normalized name, with underscores)."""
+    return f"{canonicalize_name(name).replace('-', '_')}-{version}-{tag}.whl"
 
 
 def make_wheel(directory: Path, name: str, version: str, *, tag: str = "py3-none-any",
