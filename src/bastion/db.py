@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
@@ -123,13 +125,17 @@ def upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: Seque
     ``keys`` exist (one executemany statement, on SQLite and PostgreSQL alike)."""
     if not rows:
         return
-    table = model.__table__
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c[key] for key in keys],
-        set_={column: statement.excluded[column] for column in rows[0] if column not in keys})
+    statement = _upsert_statement(session.get_bind().dialect.name, model.__table__, tuple(keys), tuple(rows[0]))
     session.execute(statement, rows)  # executemany: one cached compiled statement for any row count
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(dialect: str, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    """The upsert statement of a table for these columns, built once (uploads upsert pages each time)."""
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c[key] for key in keys],
+        set_={column: statement.excluded[column] for column in columns if column not in keys})
 
 
 def advisory_lock(session: Session, name: str) -> None:

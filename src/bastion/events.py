@@ -10,9 +10,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, select
+from sqlalchemy import JSON, ForeignKey, Integer, String, Table, Text, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bastion.db import Base, UTCDateTime, advisory_lock, utcnow
@@ -60,6 +60,11 @@ def hash_ip(ip: str | None, secret: bytes) -> str | None:
     return hashlib.blake2b(ip.encode(), key=secret[:64], digest_size=16).hexdigest()
 
 
+_events = cast(Table, Event.__table__)
+_LAST_HASH = select(_events.c.hash).order_by(_events.c.id.desc()).limit(1)
+_NEW_EVENT = insert(_events)
+
+
 def record_event(
     session: Session,
     action: str,
@@ -70,12 +75,12 @@ def record_event(
     context: RequestContext = CLI_CONTEXT,
     details: dict[str, Any] | None = None,
     secret: bytes = b"",
-) -> Event:
-    """Append one event to the chain inside the caller's transaction."""
+) -> None:
+    """Append one event to the chain inside the caller's transaction (an INSERT, no ORM flush)."""
     if context.user_agent is not None and len(context.user_agent) > 500:
         context = RequestContext(ip=context.ip, user_agent=context.user_agent[:500])  # bounded rows
     advisory_lock(session, "bastion:audit-chain")  # one writer extends the chain at a time
-    last = session.execute(select(Event.hash).order_by(Event.id.desc()).limit(1)).scalar()
+    last = session.execute(_LAST_HASH).scalar()
     prev_hash = last or GENESIS_HASH
     now = utcnow()
     fields = {
@@ -88,21 +93,11 @@ def record_event(
         "user_agent": context.user_agent,
         "details": details or {},
     }
-    event = Event(
-        time=now,
-        action=action,
-        actor_id=actor_id,
-        actor=actor,
-        subject=subject,
-        ip_hash=fields["ip_hash"],
-        user_agent=context.user_agent,
-        details=details or {},
-        prev_hash=prev_hash,
-        hash=_event_digest(prev_hash, fields),
-    )
-    session.add(event)
-    session.flush()
-    return event
+    session.execute(_NEW_EVENT, {
+        "time": now, "action": action, "actor_id": actor_id, "actor": actor, "subject": subject,
+        "ip_hash": fields["ip_hash"], "user_agent": context.user_agent, "details": details or {},
+        "prev_hash": prev_hash, "hash": _event_digest(prev_hash, fields),
+    })
 
 
 EVENTS_PER_PAGE = 100

@@ -6,11 +6,11 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from bastion.accounts.models import ApiToken
 from bastion.accounts.service import HOW_TO_GET_A_TOKEN, authenticate_basic, authenticate_token
 from bastion.authz import Principal
 from bastion.errors import Forbidden, ServiceError
@@ -61,7 +61,7 @@ def request_context(request: Request) -> RequestContext:
     return RequestContext(ip=client, user_agent=request.headers.get("user-agent"))
 
 
-def authenticate(request: Request) -> tuple[Principal, ApiToken] | None:
+def authenticate(request: Request) -> tuple[Principal, Any] | None:
     """Principal from ``Authorization`` (Basic __token__:TOKEN, or Bearer TOKEN); None if absent."""
     header = request.headers.get("authorization")
     if not header:

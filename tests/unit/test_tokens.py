@@ -252,7 +252,7 @@ def test_revocation_during_an_upload_is_not_undone(w: World) -> None:
     path = w.wheel(PROJECT, "2.0")
     before = w.state()
     with open(path, "rb") as handle, pytest.raises(UploadRejected) as info:
-        upload(w.bastion, principal, row, upload_form(path, PROJECT, "2.0"),
+        upload(w.bastion, principal, upload_form(path, PROJECT, "2.0"),
                IncomingFile(path.name, "application/octet-stream", handle), RequestContext())
     assert info.value.status == 403 and "revoked" in info.value.message
     assert w.state() == before

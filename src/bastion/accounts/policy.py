@@ -7,7 +7,9 @@ yank, roles, project creation) and ``everyone`` (every action beyond reading and
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import cast
+
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from bastion.accounts.models import IndexPolicy
@@ -26,10 +28,19 @@ def default_mfa_policy(session: Session) -> str:
     return settings.mfa_policy if settings is not None else "critical"
 
 
+_policies = cast(Table, IndexPolicy.__table__)
+STORED_MFA_POLICY = select(_policies.c.value).where(_policies.c.key == MFA_POLICY_KEY).scalar_subquery()
+"""The admin's choice, for a query that reads it with other columns (:func:`policy_in_force`)."""
+
+
 def mfa_policy(session: Session) -> str:
     """The policy in force: an admin's choice if one was made, else the configured default."""
-    value = session.execute(select(IndexPolicy.value).where(IndexPolicy.key == MFA_POLICY_KEY)).scalar()
-    return value if value in MFA_POLICIES else default_mfa_policy(session)
+    return policy_in_force(session, session.execute(select(STORED_MFA_POLICY)).scalar())
+
+
+def policy_in_force(session: Session, stored: str | None) -> str:
+    """The policy in force given the stored choice (``STORED_MFA_POLICY``'s value)."""
+    return stored if stored in MFA_POLICIES else default_mfa_policy(session)
 
 
 def set_mfa_policy(session: Session, value: str | None, *, principal: Principal,

@@ -9,8 +9,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -284,31 +285,41 @@ def revoke_token(
     return row
 
 
-def authenticate_token(session: Session, secret: bytes, raw: str) -> tuple[Principal, ApiToken]:
-    """Verify an API token (microseconds: HMACs and one keyed lookup, no password hash)."""
+_tokens = cast(Table, ApiToken.__table__)
+_users = cast(Table, User.__table__)
+_TOKEN_AND_USER = (
+    select(*_tokens.c, _users.c.username.label("user_username"), _users.c.is_active.label("user_is_active"),
+           _users.c.is_admin.label("user_is_admin"), _users.c.mfa_enabled.label("user_mfa_enabled"))
+    .select_from(_tokens).outerjoin(_users, _users.c.id == _tokens.c.user_id)
+    .where(_tokens.c.id == bindparam("token_id"))
+)
+
+
+def authenticate_token(session: Session, secret: bytes, raw: str) -> tuple[Principal, Any]:
+    """Verify an API token (microseconds: HMACs and one keyed lookup, no password hash). Returns
+    the principal and the token's row (``api_tokens``' columns as attributes: id, expires, ...)."""
     try:
         token_id, macaroon = parse_token_id(raw.strip())
-        row = session.get(ApiToken, token_id)
+        row = session.execute(_TOKEN_AND_USER, {"token_id": token_id}).first()  # every request: one statement
         if row is None:
             raise InvalidToken("unknown API token: it may have been deleted; create a new one")
         if row.revoked is not None:
             raise InvalidToken("this API token has been revoked: create a new one")
-        user = session.get(User, row.user_id)
-        if user is None or not user.is_active:
+        if row.user_username is None or not row.user_is_active:
             raise InvalidToken("the API token's user is disabled")
         claims = verify_token(
-            secret, macaroon, token_id=token_id, user_id=user.id, stored_caveats=row.caveats
+            secret, macaroon, token_id=token_id, user_id=row.user_id, stored_caveats=row.caveats
         )
     except InvalidToken as exc:
         raise Forbidden(f"Invalid API token: {exc}") from None
     principal = Principal(
-        user_id=user.id, username=user.username, is_admin=user.is_admin,
-        token_projects=claims.projects, token_id=token_id, has_2fa=user.mfa_enabled is not None,
+        user_id=row.user_id, username=row.user_username, is_admin=row.user_is_admin,
+        token_projects=claims.projects, token_id=token_id, has_2fa=row.user_mfa_enabled is not None,
     )
     return principal, row
 
 
-def authenticate_basic(session: Session, secret: bytes, username: str, password: str) -> tuple[Principal, ApiToken]:
+def authenticate_basic(session: Session, secret: bytes, username: str, password: str) -> tuple[Principal, Any]:
     """HTTP Basic credentials: only ``__token__`` with an API token is accepted."""
     if hmac.compare_digest(username.encode(), b"__token__"):
         return authenticate_token(session, secret, password)

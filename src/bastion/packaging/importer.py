@@ -566,7 +566,7 @@ def import_paths(bastion: Bastion, paths: list[Path], owner: str, *, workers: in
             return
         blobs.ready.update(item.prewritten)
         try:
-            outcome = upload.store_checked(bastion, principal, None, item.checked, IMPORT_CONTEXT, item.scan,
+            outcome = upload.store_checked(bastion, principal, item.checked, IMPORT_CONTEXT, item.scan,
                                            item.resemblance, render=False, upload_time=source.upload_time)
         except ServiceError as exc:
             # store_checked removes what it wrote; the worker's blobs are this import's to remove

@@ -45,7 +45,7 @@ async def legacy_upload(request: Request) -> Response:
                 "and an API token as password (create one with `bastion token create --user NAME`).",
                 status=401,
             )
-        principal, token = auth
+        principal = auth[0]
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             # Without a declared length the body could be endless (chunked encoding); twine and
@@ -74,14 +74,14 @@ async def legacy_upload(request: Request) -> Response:
             incoming = IncomingFile(filename=content.filename, content_type=content.content_type,
                                     stream=content.file)
             outcome = await run_in_threadpool(
-                upload, bastion, principal, token, fields, incoming, request_context(request), lists
+                upload, bastion, principal, fields, incoming, request_context(request), lists
             )
         finally:
             await form.close()
     except ServiceError as exc:
         return error_response(exc)
-    if outcome.created:
-        await run_in_threadpool(_notify_upload, bastion, outcome, principal.username)
+    if outcome.created:  # after commit, in the background: the answer does not wait for the notices
+        bastion.tasks.submit("upload_notices", _notify_upload, bastion, outcome, principal.username)
     text = "OK\n" if outcome.created else "OK (identical file already stored)\n"
     return PlainTextResponse(text)
 

@@ -6,17 +6,17 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy import Table, bindparam, case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from bastion.accounts import notifications
 from bastion.accounts.models import User
 from bastion.accounts.service import get_user
-from bastion.accounts.policy import mfa_policy, project_requires_mfa
+from bastion.accounts.policy import STORED_MFA_POLICY, mfa_policy, policy_in_force, project_requires_mfa
 from bastion.authz import Permission, Principal, decide, role_grant_refusal
 from bastion.errors import Conflict, Forbidden, NotFound, ServiceError
 from bastion.events import CLI_CONTEXT, EVENTS_PER_PAGE, Event, RequestContext, list_events, record_event
@@ -57,12 +57,21 @@ class RoleView:
 def journal(session: Session, project: Project, action: str, *, version: str | None = None,
             actor_id: int | None = None, details: dict | None = None) -> int:
     """Append to the change journal; the entry's id becomes the project's and the index's serial."""
-    entry = JournalEntry(name=project.normalized_name, version=version, action=action,
-                         actor_id=actor_id, details=details)
-    session.add(entry)
-    session.flush()
-    project.last_serial = entry.id
-    return entry.id
+    serial = journal_entry(session, project.normalized_name, action, version=version, actor_id=actor_id,
+                           details=details)
+    project.last_serial = serial
+    return serial
+
+
+def journal_entry(session: Session, normalized_name: str, action: str, *, version: str | None = None,
+                  actor_id: int | None = None, details: dict | None = None) -> int:
+    """The journal row alone (one INSERT ... RETURNING): the caller sets the project's last_serial."""
+    return session.execute(_NEW_JOURNAL_ENTRY, {"name": normalized_name, "version": version, "action": action,
+                                                 "actor_id": actor_id, "details": details}).scalar_one()
+
+
+_journal = cast(Table, JournalEntry.__table__)
+_NEW_JOURNAL_ENTRY = insert(_journal).returning(_journal.c.id)
 
 
 def find_project(session: Session, name: str) -> Project | None:
@@ -80,7 +89,8 @@ def get_project(session: Session, name: str) -> Project:
 
 @dataclass(frozen=True)
 class ProjectAccess:
-    """What authorization needs to know about a project and one user."""
+    """What authorization needs to know about a project and one user, and what an upload needs
+    besides (the project's row, read in the same query)."""
 
     name: str
     """Normalized project name."""
@@ -88,21 +98,44 @@ class ProjectAccess:
     """The user's role on it, or None."""
     mfa_required: bool
     """The 2FA mandate applies to acting on it."""
+    id: int
+    display_name: str
+    """The name as its creator wrote it."""
+    status: str
+    total_size: int
+
+
+_projects = cast(Table, Project.__table__)
+_roles = cast(Table, Role.__table__)
+_critical = cast(Table, CriticalProject.__table__)
+_PROJECT_ACCESS = (
+    select(_projects.c.normalized_name, _roles.c.role, _projects.c.mfa_required, _critical.c.project_id,
+           _projects.c.id, _projects.c.name, _projects.c.status, _projects.c.total_size, STORED_MFA_POLICY)
+    .select_from(_projects)
+    .outerjoin(_roles, (_roles.c.project_id == _projects.c.id) & (_roles.c.user_id == bindparam("user_id")))
+    .outerjoin(_critical, _critical.c.project_id == _projects.c.id)
+    .where(_projects.c.normalized_name == bindparam("name"))
+)
 
 
 def project_access(session: Session, name: str, user_id: int | None) -> ProjectAccess | None:
-    """The project's name, the user's role and whether 2FA is required, in one query (plus the
-    policy row); None when no such project."""
-    row = session.execute(
-        select(Project.normalized_name, Role.role, Project.mfa_required, CriticalProject.project_id)
-        .outerjoin(Role, (Role.project_id == Project.id) & (Role.user_id == user_id))
-        .outerjoin(CriticalProject, CriticalProject.project_id == Project.id)
-        .where(Project.normalized_name == canonicalize_name(name))
-    ).first()
+    """The project's row, the user's role and whether 2FA is required, in one query (the policy
+    row too); None when no such project. Every upload asks twice: a prepared Core statement."""
+    row = session.execute(_PROJECT_ACCESS, {"name": canonicalize_name(name), "user_id": user_id}).first()
     if row is None:
         return None
-    required = project_requires_mfa(mfa_policy(session), critical=row[3] is not None, opted_in=bool(row[2]))
-    return ProjectAccess(name=row[0], role=row[1], mfa_required=required)
+    required = project_requires_mfa(policy_in_force(session, row[8]), critical=row[3] is not None,
+                                    opted_in=bool(row[2]))
+    return ProjectAccess(name=row[0], role=row[1], mfa_required=required, id=row[4], display_name=row[5],
+                         status=row[6], total_size=row[7])
+
+
+def authorize_access(principal: Principal, permission: Permission, access: ProjectAccess) -> None:
+    """``authorize`` for a project read with :func:`project_access` (the upload path)."""
+    decision = decide(principal, permission, project=access.name, role=access.role,
+                      mfa_required=access.mfa_required)
+    if not decision:
+        raise Forbidden(decision.reason)
 
 
 def requires_mfa(session: Session, project: Project) -> bool:

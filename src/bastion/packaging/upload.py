@@ -14,11 +14,11 @@ from datetime import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from packaging.metadata import Metadata
 from packaging.utils import canonicalize_version
-from sqlalchemy import select
+from sqlalchemy import CursorResult, Table, bindparam, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,12 +37,15 @@ from bastion.scanning.service import (
     banned_names,
     check_new_name,
     hold_file,
+    known_malicious,
     reasons_of,
     scan_upload,
     store_scan,
 )
 from bastion.accounts.policy import mfa_policy, new_project_requires_mfa
-from bastion.packaging.service import authorize, create_project, find_project, journal, project_access
+from bastion.packaging.service import (
+    ProjectAccess, authorize_access, create_project, journal_entry, project_access,
+)
 from bastion.services import Bastion
 from bastion.advisories.alerts import Alerts, collect_alerts
 from bastion.advisories.ingest import match_release
@@ -236,22 +239,49 @@ def file_exists_message(filename: str, blake2: str) -> str:
     )
 
 
-def _existing_file(session: Session, checked: CheckedFile) -> File | None:
-    """The identical file if already stored; refuses a different file under a taken name or hash."""
+# The hot path's statements, built once on the tables (no ORM compile step, no statement
+# construction per upload): each upload only binds its values.
+_files = cast(Table, File.__table__)
+_releases = cast(Table, Release.__table__)
+_projects = cast(Table, Project.__table__)
+_registry = cast(Table, DeletedFilename.__table__)
+_tokens = cast(Table, ApiToken.__table__)
+_TAKEN = (
+    # Files with the same name or content, and the registry of every filename ever stored (the
+    # row with no version): the name of a deleted file stays used.
+    select(_files.c.filename, _files.c.blake2_256_digest, _releases.c.version)
+    .join(_releases, _releases.c.id == _files.c.release_id)
+    .where((_files.c.filename == bindparam("filename")) | (_files.c.blake2_256_digest == bindparam("blake2"))
+           | (_files.c.sha256_digest == bindparam("sha256")))
+    .union_all(select(_registry.c.filename, null(), null()).where(_registry.c.filename == bindparam("filename")))
+)
+_RELEASE = select(
+    _releases.c.id, _releases.c.version,
+    select(_files.c.id).where(_files.c.release_id == _releases.c.id, _files.c.packagetype == "sdist").exists(),
+    select(_files.c.id).where(_files.c.release_id == _releases.c.id, _files.c.quarantined.is_(False)).exists(),
+).where(_releases.c.project_id == bindparam("project_id"), _releases.c.canonical_version == bindparam("canonical"))
+_NEW_RELEASE = insert(_releases).returning(_releases.c.id)
+_RELEASE_METADATA = update(_releases).where(_releases.c.id == bindparam("release_id"))
+_NEW_FILE = insert(_files).returning(_files.c.id)
+_REGISTER = insert(_registry)
+_PROJECT_GREW = update(_projects).where(_projects.c.id == bindparam("project_id")).values(
+    total_size=_projects.c.total_size + bindparam("size"), last_serial=bindparam("serial"))
+_TOKEN_USED = update(_tokens).where(_tokens.c.id == bindparam("token_id"), _tokens.c.revoked.is_(None))
+
+
+def _existing_file(session: Session, checked: CheckedFile) -> str | None:
+    """The version of the identical file if already stored; refuses a different file under a
+    taken name or hash, and a filename used before."""
     blake2 = checked.digests["blake2_256_digest"]
-    rows = session.execute(
-        select(File).where(
-            (File.filename == checked.filename)
-            | (File.blake2_256_digest == blake2)
-            | (File.sha256_digest == checked.digests["sha256_digest"])
-        )
-    ).scalars().all()
-    for row in rows:
-        if row.filename == checked.filename and row.blake2_256_digest == blake2:
-            return row
-    if rows:
+    rows = session.execute(_TAKEN, {"filename": checked.filename, "blake2": blake2,
+                                    "sha256": checked.digests["sha256_digest"]}).all()
+    stored = [row for row in rows if row[2] is not None]
+    for filename, digest, version in stored:
+        if filename == checked.filename and digest == blake2:
+            return version
+    if stored:
         raise UploadRejected(file_exists_message(checked.filename, blake2))
-    if session.get(DeletedFilename, checked.filename) is not None:
+    if rows:
         raise UploadRejected(
             f"This filename has already been used, use a different version ('{checked.filename}' was "
             "uploaded and deleted before; filenames cannot be reused)."
@@ -259,79 +289,85 @@ def _existing_file(session: Session, checked: CheckedFile) -> File | None:
     return None
 
 
-def _get_or_create_release(session: Session, project: Project, checked: CheckedFile, *, held: bool) -> Release:
-    """The release the file belongs to, created with the file's metadata. A release whose every
-    file is held for review takes the metadata of the first file that is not held: the held file's
-    own (its summary, description, URLs) must not be published with it."""
+def _release_for(session: Session, project: ProjectAccess, checked: CheckedFile, *, held: bool) -> tuple[int, str]:
+    """The id and version of the release the file belongs to, created with the file's metadata.
+    A release whose every file is held for review takes the metadata of the first file that is
+    not held: the held file's own (its summary, description, URLs) must not be published with it."""
     version = str(checked.metadata.version)
     canonical = canonicalize_version(version)
-    release = session.execute(
-        select(Release).where(Release.project_id == project.id, Release.canonical_version == canonical)
-    ).scalar_one_or_none()
-    if release is None:
-        release = Release(
-            project_id=project.id, version=version, canonical_version=canonical,
-            requires_python=checked.requires_python,
-            core_metadata=checked.metadata_raw,
+    row = session.execute(_RELEASE, {"project_id": project.id, "canonical": canonical}).first()
+    if row is None:
+        release_id = session.execute(_NEW_RELEASE, {
+            "project_id": project.id, "version": version, "canonical_version": canonical,
+            "requires_python": checked.requires_python, "core_metadata": checked.metadata_raw,
+        }).scalar_one()
+        return release_id, version
+    release_id, version, sdist_stored, any_shown = row
+    if checked.filetype == "sdist" and sdist_stored:
+        raise UploadRejected(
+            f"Only one sdist may be uploaded per release: {project.display_name} {version} has one already."
         )
-        session.add(release)
-        session.flush()
-        return release
-    if checked.filetype == "sdist":
-        has_sdist = session.execute(
-            select(File.id).where(File.release_id == release.id, File.packagetype == "sdist")
-        ).first()
-        if has_sdist:
+    if not held and not any_shown:
+        session.execute(_RELEASE_METADATA, {"release_id": release_id, "core_metadata": checked.metadata_raw,
+                                            "requires_python": checked.requires_python})
+    return release_id, version
+
+
+def _project_for(session: Session, bastion: Bastion, principal: Principal, checked: CheckedFile,
+                 context: RequestContext, resemblance: Resemblance | None) -> tuple[ProjectAccess, bool]:
+    """The project the file goes to, authorized inside the transaction (a role may have been
+    removed since the early check), or created; and whether it was created."""
+    access = project_access(session, checked.metadata.name, principal.user_id)
+    if access is not None:
+        if access.status == ProjectStatus.QUARANTINED:
             raise UploadRejected(
-                f"Only one sdist may be uploaded per release: {project.name} {release.version} has one already."
+                f"Project '{access.display_name}' is quarantined pending review by the index administrators: "
+                "no uploads are accepted until the review ends.", status=403,
             )
-    if not held and session.execute(
-        select(File.id).where(File.release_id == release.id, File.quarantined.is_(False)).limit(1)
-    ).first() is None:
-        release.core_metadata = checked.metadata_raw
-        release.requires_python = checked.requires_python
-    return release
+        # Forbidden is a ServiceError: the route answers it with its status and message.
+        authorize_access(principal, Permission.UPLOAD, access)
+        return access, False
+    decision = decide(principal, Permission.CREATE_PROJECT, project=normalize(checked.metadata.name),
+                      mfa_required=new_project_requires_mfa(mfa_policy(session)))
+    if not decision:
+        raise UploadRejected(decision.reason, status=403)
+    # A concurrent creation of the same name fails at flush with IntegrityError; the caller
+    # then retries the whole transaction once, and the retry finds the project.
+    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    project = create_project(
+        session, checked.metadata.name, user,
+        prohibited=frozenset(bastion.settings.prohibited_names) | banned_names(session, checked.metadata.name),
+        context=context,
+        secret=bastion.secret,
+    )
+    if resemblance is not None:  # name_policy = review: created, and queued for an admin
+        flag_name(session, bastion, project, resemblance, context)
+    return ProjectAccess(name=project.normalized_name, role="owner", mfa_required=False, id=project.id,
+                         display_name=project.name, status=project.status, total_size=0), True
 
 
-def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiToken | None,
+def _store(session: Session, bastion: Bastion, principal: Principal, token_id: str | None,
            checked: CheckedFile, context: RequestContext, written: list[str],
            scan: ScanResult | None = None, resemblance: Resemblance | None = None, *,
            render: bool = True, upload_time: datetime | None = None) -> UploadOutcome:
-    user = session.get(User, principal.user_id) if principal.user_id is not None else None
-    project = find_project(session, checked.metadata.name)
-    new_project = project is None
-    if project is None:
-        decision = decide(principal, Permission.CREATE_PROJECT, project=normalize(checked.metadata.name),
-                          mfa_required=new_project_requires_mfa(mfa_policy(session)))
-        if not decision:
-            raise UploadRejected(decision.reason, status=403)
-        # A concurrent creation of the same name fails at flush with IntegrityError; the caller
-        # then retries the whole transaction once, and the retry finds the project.
-        project = create_project(
-            session, checked.metadata.name, user,
-            prohibited=frozenset(bastion.settings.prohibited_names) | banned_names(session, checked.metadata.name),
-            context=context,
-            secret=bastion.secret,
-        )
-        if resemblance is not None:  # name_policy = review: created, and queued for an admin
-            flag_name(session, bastion, project, resemblance, context)
-    else:
-        if project.status == ProjectStatus.QUARANTINED:
-            raise UploadRejected(
-                f"Project '{project.name}' is quarantined pending review by the index administrators: "
-                "no uploads are accepted until the review ends.", status=403,
-            )
-        # Re-checked inside the transaction: a role may have been removed since the early check.
-        # Forbidden is a ServiceError: the route answers it with its status and message.
-        authorize(session, principal, Permission.UPLOAD, project)
+    """The upload's one transaction, in Core statements (the ORM only for a new project, a held
+    file and the page render): about a dozen statements for a file of an existing project."""
+    if token_id is not None:
+        # Checked in this transaction, not by re-reading the copy read at authentication: a
+        # revocation committed since then must win, and last_used is written in the same statement.
+        used = cast(CursorResult[Any], session.execute(_TOKEN_USED, {"token_id": token_id, "last_used": utcnow()})).rowcount
+        if not used:
+            raise UploadRejected("Invalid API token: this API token has been revoked: create a new one",
+                                 status=403)
+    project, new_project = _project_for(session, bastion, principal, checked, context, resemblance)
     existing = _existing_file(session, checked)
     if existing is not None:
-        return UploadOutcome(created=False, project=project.normalized_name, version=existing.release.version,
-                             filename=existing.filename, serial=0)
-    release = _get_or_create_release(session, project, checked,
-                                     held=scan is not None and scan.verdict is Verdict.QUARANTINE)
-    total = project.total_size  # kept up to date by every change to the project's files
-    checks.check_project_size(total, checked.size, bastion.settings.max_project_size, project.name)
+        return UploadOutcome(created=False, project=project.name, version=existing, filename=checked.filename,
+                             serial=0)
+    held_by_scan = scan is not None and scan.verdict is Verdict.QUARANTINE
+    release_id, version = _release_for(session, project, checked, held=held_by_scan)
+    checks.check_project_size(project.total_size, checked.size, bastion.settings.max_project_size,
+                              project.display_name)
     path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
     metadata_sha256 = None
     advisory_lock(session, path)  # held to commit: a failed twin's cleanup cannot delete it meanwhile
@@ -341,47 +377,44 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token: ApiT
         written.append(path + ".metadata")
         bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
         metadata_sha256 = hashlib.sha256(checked.metadata_bytes).hexdigest()
-    file = File(
-        release_id=release.id, project_id=project.id, filename=checked.filename, packagetype=checked.filetype,
-        python_version=checked.python_version, size=checked.size, md5_digest=checked.digests["md5_digest"],
-        sha256_digest=checked.digests["sha256_digest"], blake2_256_digest=checked.digests["blake2_256_digest"],
-        path=path,
-        requires_python=checked.requires_python,
-        metadata_sha256=metadata_sha256, upload_time=upload_time or utcnow(), uploader_id=principal.user_id,
-    )
-    session.add(file)
-    session.flush()
+    file_id = session.execute(_NEW_FILE, {
+        "release_id": release_id, "project_id": project.id, "filename": checked.filename,
+        "packagetype": checked.filetype, "python_version": checked.python_version, "size": checked.size,
+        "md5_digest": checked.digests["md5_digest"], "sha256_digest": checked.digests["sha256_digest"],
+        "blake2_256_digest": checked.digests["blake2_256_digest"], "path": path,
+        "requires_python": checked.requires_python, "metadata_sha256": metadata_sha256,
+        "upload_time": upload_time or utcnow(), "uploader_id": principal.user_id,
+    }).scalar_one()
     held = None
-    if scan is not None and scan.verdict is Verdict.QUARANTINE:
-        hold_file(session, bastion, file, project, scan, context)
+    if held_by_scan:
+        assert scan is not None
+        hold_file(session, bastion, session.get_one(File, file_id), session.get_one(Project, project.id), scan,
+                  context)
         held = reasons_of(scan)
     elif scan is not None:
-        store_scan(session, scan, project.normalized_name, file_id=file.id, trigger="upload")
-    session.add(DeletedFilename(filename=checked.filename))
-    project.total_size = total + checked.size
-    serial = journal(session, project, f"add {checked.python_version} file {checked.filename}",
-                     version=release.version, actor_id=principal.user_id)
-    if token is not None:
-        token.last_used = utcnow()
-        session.add(token)
+        store_scan(session, scan, project.name, file_id=file_id, trigger="upload")
+    session.execute(_REGISTER, {"filename": checked.filename})
+    serial = journal_entry(session, project.name, f"add {checked.python_version} file {checked.filename}",
+                           version=version, actor_id=principal.user_id)
+    session.execute(_PROJECT_GREW, {"project_id": project.id, "size": checked.size, "serial": serial})
+    if token_id is not None:
         record_event(session, "token.used", actor_id=principal.user_id, actor=principal.username,
-                     subject=f"token:{token.id}", context=context, secret=bastion.secret,
-                     details={"project": project.normalized_name, "filename": checked.filename})
+                     subject=f"token:{token_id}", context=context, secret=bastion.secret,
+                     details={"project": project.name, "filename": checked.filename})
     record_event(session, "file.uploaded", actor_id=principal.user_id, actor=principal.username,
-                 subject=f"project:{project.normalized_name}", context=context, secret=bastion.secret,
-                 details={"filename": checked.filename, "version": release.version,
+                 subject=f"project:{project.name}", context=context, secret=bastion.secret,
+                 details={"filename": checked.filename, "version": version,
                           "sha256": checked.digests["sha256_digest"], "token_id": principal.token_id})
     # Before rendering: the JSON API lists them.
-    new_matches = match_release(session, release.id, known=(project.id, project.normalized_name, release.version))
+    new_matches = match_release(session, release_id, known=(project.id, project.name, version))
     if render:
-        refresh_project_pages(session, project.id, versions=[release.version], index=new_project)
+        refresh_project_pages(session, project.id, versions=[version], index=new_project)
     alerts = collect_alerts(session, bastion, new_matches) if new_matches else None
-    return UploadOutcome(created=True, project=project.normalized_name, version=release.version,
-                         filename=checked.filename, serial=serial, held=held, project_id=project.id,
-                         alerts=alerts)
+    return UploadOutcome(created=True, project=project.name, version=version, filename=checked.filename,
+                         serial=serial, held=held, project_id=project.id, alerts=alerts)
 
 
-def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form: Mapping[str, str],
+def upload(bastion: Bastion, principal: Principal, form: Mapping[str, str],
            incoming: IncomingFile, context: RequestContext,
            lists: Mapping[str, Sequence[str]] | None = None) -> UploadOutcome:
     """Run the whole pipeline; raises UploadRejected with the message twine prints.
@@ -400,22 +433,21 @@ def upload(bastion: Bastion, principal: Principal, token: ApiToken | None, form:
         found = project_access(session, form["name"], principal.user_id)
         if found is None:
             resemblance = check_new_name(bastion, session, form["name"], principal.user_id)  # refuses under "block"
+        malicious = known_malicious(session) if bastion.settings.scan != "off" else None
     if found is not None:
-        decision = decide(principal, Permission.UPLOAD, project=found.name, role=found.role,
-                          mfa_required=found.mfa_required)
-        if not decision:
-            raise UploadRejected(decision.reason, status=403)
+        authorize_access(principal, Permission.UPLOAD, found)
     path, size, digests = spool(incoming.stream, bastion.tmp_dir, bastion.settings.max_file_size, incoming.filename)
     try:
         checked = check_file(bastion, form, incoming, path, size, digests, filetype, lists=lists)
         scan = scan_upload(bastion, path, checked.filename, checked.metadata.name, new_project=found is None,
-                           resembles=resemblance.name if resemblance else None, context=context)
-        return store_checked(bastion, principal, token, checked, context, scan, resemblance)
+                           resembles=resemblance.name if resemblance else None, context=context,
+                           malicious=malicious)
+        return store_checked(bastion, principal, checked, context, scan, resemblance)
     finally:
         path.unlink(missing_ok=True)
 
 
-def store_checked(bastion: Bastion, principal: Principal, token: ApiToken | None, checked: CheckedFile,
+def store_checked(bastion: Bastion, principal: Principal, checked: CheckedFile,
                   context: RequestContext, scan: ScanResult | None, resemblance: Resemblance | None = None, *,
                   render: bool = True, upload_time: datetime | None = None) -> UploadOutcome:
     """Store a file that passed every check, in one transaction (retried once when a concurrent
@@ -423,21 +455,12 @@ def store_checked(bastion: Bastion, principal: Principal, token: ApiToken | None
 
     ``render=False`` (bulk import) leaves the project's pages to the caller, who renders them once
     per project and calls ``bastion.notify_change``; ``upload_time`` keeps an imported file's time."""
-    token_id = token.id if token is not None else None
+    token_id = principal.token_id  # an upload with an API token; None for an import
     for attempt in (1, 2):
         written: list[str] = []
         try:
             with bastion.db.write() as session:
-                if token_id is not None:
-                    # Re-read the row: merging the copy read at authentication would write
-                    # its stale columns back and undo a revocation made since.
-                    token = session.get(ApiToken, token_id)
-                    if token is None or token.revoked is not None:
-                        raise UploadRejected(
-                            "Invalid API token: this API token has been revoked: create a new one",
-                            status=403,
-                        )
-                outcome = _store(session, bastion, principal, token, checked, context, written, scan,
+                outcome = _store(session, bastion, principal, token_id, checked, context, written, scan,
                                  resemblance, render=render, upload_time=upload_time)
         except IntegrityError:
             _remove(bastion, written)

@@ -534,7 +534,7 @@ def rescan(bastion: Bastion, *, everything: bool = False,
         with bastion.db.write() as session:
             from bastion.scanning.service import reasons_of, store_scan
 
-            record = store_scan(session, result, row.normalized_name, file_id=row.id, trigger="rescan")
+            scan_id = store_scan(session, result, row.normalized_name, file_id=row.id, trigger="rescan")
             was_flagged = row.verdict not in (None, Verdict.ALLOW.value)
             if result.verdict is Verdict.ALLOW or was_flagged:
                 continue
@@ -543,7 +543,7 @@ def rescan(bastion: Bastion, *, everything: bool = False,
                 continue
             project_id = session.execute(select(File.project_id).where(File.id == row.id)).scalar()
             case = ReviewCase(kind="file", source="rescan", project_id=project_id, project_name=row.normalized_name,
-                              file_id=row.id, filename=row.filename, scan_id=record.id, hidden=False,
+                              file_id=row.id, filename=row.filename, scan_id=scan_id, hidden=False,
                               summary=f"rescan with new rules: score {result.score}/10: "
                               + "; ".join(reasons_of(result)[:2]))
             session.add(case)

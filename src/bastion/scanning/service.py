@@ -14,7 +14,7 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from bastion.events import RequestContext, record_event
@@ -149,23 +149,26 @@ def known_malicious(session: Session) -> frozenset[str]:
 
 
 def scan_upload(bastion: Bastion, path: Path, filename: str, project_name: str, *, new_project: bool,
-                resembles: str | None, context: RequestContext) -> ScanResult | None:
+                resembles: str | None, context: RequestContext,
+                malicious: frozenset[str] | None = None) -> ScanResult | None:
     """Scan an uploaded file before its transaction. A ``reject`` verdict is recorded (scan record
-    and audit event, in their own transaction) and refused with the reasons; None when scanning is off."""
+    and audit event, in their own transaction) and refused with the reasons; None when scanning is off.
+    ``malicious``: :func:`known_malicious`, when the caller read it already."""
     if bastion.settings.scan == "off":
         return None
-    with bastion.db.read() as session:
-        malicious = known_malicious(session)
+    if malicious is None:
+        with bastion.db.read() as session:
+            malicious = known_malicious(session)
     result = bastion.scanner.scan(path, filename=filename, context=ScanContext(
         project_name=project_name, new_project=new_project, known_malicious=malicious, resembles=resembles,
     ))
     if result.verdict is Verdict.REJECT:
         with bastion.db.write() as session:
-            record = store_scan(session, result, normalize(project_name), file_id=None, trigger="upload")
+            scan_id = store_scan(session, result, normalize(project_name), file_id=None, trigger="upload")
             record_event(session, "upload.refused-by-scanner", subject=f"project:{normalize(project_name)}",
                          context=context, secret=bastion.secret,
                          details={"filename": filename, "sha256": result.sha256, "score": result.score,
-                                  "scan_id": record.id, "rules": sorted({f.rule for f in result.findings})})
+                                  "scan_id": scan_id, "rules": sorted({f.rule for f in result.findings})})
         raise UploadRejected(refusal_message(result))
     return result
 
@@ -192,32 +195,30 @@ def reasons_of(result: ScanResult) -> list[str]:
 
 
 def store_scan(session: Session, result: ScanResult, project_name: str, *, file_id: int | None,
-               trigger: str) -> ScanRecord:
-    record = ScanRecord(
+               trigger: str) -> int:
+    """Record one scan; the record's id."""
+    return session.execute(insert(ScanRecord).values(
         file_id=file_id, project_name=project_name, filename=result.filename, sha256=result.sha256,
         verdict=result.verdict.value, score=result.score, findings=[f.to_json() for f in result.findings],
         rules_version=result.rules_version, trigger=trigger,
-    )
-    session.add(record)
-    session.flush()
-    return record
+    ).returning(ScanRecord.id)).scalar_one()
 
 
 def hold_file(session: Session, bastion: Bastion, file: File, project: Project, result: ScanResult,
               context: RequestContext) -> ReviewCase:
     """Quarantine a just-stored file on the scanner's word: invisible, queued, on record."""
     file.quarantined = True
-    record = store_scan(session, result, project.normalized_name, file_id=file.id, trigger="upload")
+    scan_id = store_scan(session, result, project.normalized_name, file_id=file.id, trigger="upload")
     case = ReviewCase(
         kind="file", source="scan", project_id=project.id, project_name=project.normalized_name, file_id=file.id,
-        filename=file.filename, scan_id=record.id, hidden=True,
+        filename=file.filename, scan_id=scan_id, hidden=True,
         summary=f"scanner score {result.score}/10: " + "; ".join(f.rule for f in strongest(result.findings, 3)),
     )
     session.add(case)
     session.flush()
     record_event(session, "file.quarantined", subject=f"project:{project.normalized_name}", context=context,
                  secret=bastion.secret,
-                 details={"filename": file.filename, "score": result.score, "case_id": case.id, "scan_id": record.id})
+                 details={"filename": file.filename, "score": result.score, "case_id": case.id, "scan_id": scan_id})
     return case
 
 

@@ -14,14 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from bastion.db import upsert, utcnow
 from bastion.simple.accept import SIMPLE_JSON
+from bastion.advisories.models import VulnerabilityMatch
 from bastion.packaging.models import File, Project, Release
 from bastion.simple.models import RenderedPage
 
@@ -380,34 +381,41 @@ def _queue_for_signing(session: Session, pages: list[Page]) -> None:
     enqueue_changed(session, names)
 
 
+_files = cast(Table, File.__table__)
+_releases = cast(Table, Release.__table__)
+_projects = cast(Table, Project.__table__)
 _FILE_COLUMNS = (
-    File.release_id, File.filename, File.path, File.packagetype, File.python_version, File.size,
-    File.md5_digest, File.sha256_digest, File.blake2_256_digest, File.requires_python,
-    File.metadata_sha256, File.upload_time, File.yanked, File.yanked_reason,
+    _files.c.release_id, _files.c.filename, _files.c.path, _files.c.packagetype, _files.c.python_version,
+    _files.c.size, _files.c.md5_digest, _files.c.sha256_digest, _files.c.blake2_256_digest,
+    _files.c.requires_python, _files.c.metadata_sha256, _files.c.upload_time, _files.c.yanked,
+    _files.c.yanked_reason,
 )
+# Every upload renders its project: the statements are built once (Core, on the tables).
+_PROJECT_ROW = select(_projects.c.id, _projects.c.name, _projects.c.normalized_name, _projects.c.last_serial,
+                      _projects.c.status, _projects.c.status_reason).where(_projects.c.id == bindparam("project_id"))
+_RELEASE_ROWS = select(_releases.c.id, _releases.c.version, _releases.c.yanked, _releases.c.yanked_reason,
+                       _releases.c.requires_python).where(_releases.c.project_id == bindparam("project_id"))
+_FILE_ROWS = (select(*_FILE_COLUMNS, _files.c.quarantined).where(_files.c.project_id == bindparam("project_id"))
+              .order_by(_files.c.filename))
+_CORE_METADATA = select(
+    _releases.c.id, _releases.c.core_metadata,
+    select(VulnerabilityMatch.release_id).where(VulnerabilityMatch.release_id == _releases.c.id).exists(),
+).where(_releases.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def load_project_for_render(session: Session, project_id: int) -> ProjectView:
     """Everything the project's pages show, in three column queries (metadata loaded on demand)."""
-    row = session.execute(
-        select(Project.id, Project.name, Project.normalized_name, Project.last_serial, Project.status,
-               Project.status_reason).where(Project.id == project_id)
-    ).one()
+    row = session.execute(_PROJECT_ROW, {"project_id": project_id}).one()
     project = ProjectView(id=row.id, name=row.name, normalized_name=row.normalized_name, last_serial=row.last_serial,
                           status=row.status, status_reason=row.status_reason)
     releases = {
         r.id: ReleaseView(id=r.id, version=r.version, yanked=r.yanked, yanked_reason=r.yanked_reason,
                           requires_python=r.requires_python)
-        for r in session.execute(
-            select(Release.id, Release.version, Release.yanked, Release.yanked_reason, Release.requires_python)
-            .where(Release.project_id == project_id)
-        )
+        for r in session.execute(_RELEASE_ROWS, {"project_id": project_id})
     }
     held: set[int] = set()  # releases with a quarantined file
     if not project.quarantined:  # a quarantined project offers no files at all (PEP 792)
-        for f in session.execute(
-            select(*_FILE_COLUMNS, File.quarantined).where(File.project_id == project_id).order_by(File.filename)
-        ):
+        for f in session.execute(_FILE_ROWS, {"project_id": project_id}):
             columns = dict(f._mapping)
             release_id = columns.pop("release_id")
             if columns.pop("quarantined"):
@@ -420,18 +428,21 @@ def load_project_for_render(session: Session, project_id: int) -> ProjectView:
 
 
 def _load_core_metadata(session: Session, releases: list[ReleaseView]) -> None:
-    """Load what the JSON API shows beyond the columns: metadata and stored vulnerability matches."""
+    """Load what the JSON API shows beyond the columns: metadata and stored vulnerability matches
+    (asked only for the releases that have any)."""
     from bastion.advisories.query import stored_matches
 
     missing = {r.id: r for r in releases if r.core_metadata is None}
     if missing:
-        for release_id, metadata in session.execute(
-            select(Release.id, Release.core_metadata).where(Release.id.in_(list(missing)))
-        ):
+        matched = []
+        for release_id, metadata, has_matches in session.execute(_CORE_METADATA, {"ids": list(missing)}):
             missing[release_id].core_metadata = metadata
-        matches = stored_matches(session, list(missing), include_withdrawn=True, with_records=False)
-        for release_id, views in matches.items():
-            missing[release_id].vulnerabilities = [view.pypi_json() for view in views]
+            if has_matches:
+                matched.append(release_id)
+        if matched:
+            matches = stored_matches(session, matched, include_withdrawn=True, with_records=False)
+            for release_id, views in matches.items():
+                missing[release_id].vulnerabilities = [view.pypi_json() for view in views]
 
 
 def refresh_project_pages(

@@ -13,6 +13,8 @@ that lists a file is signed in the same snapshot as the file.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import logging
@@ -22,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from securesystemslib.signer import Key, Signer
-from sqlalchemy import Table, delete, func, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 from tuf.api.metadata import (
     Delegations,
@@ -165,6 +167,10 @@ def head_versions(session: Session, roles: Iterable[str] | None = None) -> dict[
 
 
 def load_head(session: Session, role: str) -> Metadata[Any]:
+    return Metadata.from_bytes(_head_body(session, role))
+
+
+def _head_body(session: Session, role: str) -> bytes:
     body = session.execute(
         select(TufMetadata.body).join(TufHead, (TufHead.role == TufMetadata.role)
                                       & (TufHead.version == TufMetadata.version))
@@ -173,7 +179,7 @@ def load_head(session: Session, role: str) -> Metadata[Any]:
     if body is None:
         raise TufError(f"the TUF repository has no {role} metadata: run `bastion tuf init` (or start "
                        "`bastion serve` once on an embedded data dir)")
-    return Metadata.from_bytes(body)
+    return bytes(body)
 
 
 def repository_row(session: Session) -> TufRepository | None:
@@ -382,9 +388,14 @@ def _publish(session: Session, signer: Signer, changed_meta: dict[str, int], lif
 
 
 def online_public_key(session: Session) -> Key:
-    root = load_head(session, Root.type).signed
-    keyids = root.roles[Timestamp.type].keyids
-    return root.keys[keyids[0]]
+    """The key root names for the online roles (every snapshot run asks, twice)."""
+    return _online_key_of(_head_body(session, Root.type))
+
+
+@functools.lru_cache(maxsize=16)
+def _online_key_of(root_body: bytes) -> Key:
+    root = Metadata[Root].from_bytes(root_body).signed
+    return root.keys[root.roles[Timestamp.type].keyids[0]]
 
 
 class SignerRotated(TufError):
@@ -464,6 +475,13 @@ def plan_snapshot(session: Session, signer: Signer, lifetimes: Lifetimes, *, now
                         target_upserts=upserts, target_deletes=deletes, pages=page_changes, signed=signed)
 
 
+_page_versions = cast(Table, TufPageVersion.__table__)
+_SUPERSEDE_PAGE = update(_page_versions).where(
+    _page_versions.c.path == bindparam("b_path"), _page_versions.c.superseded.is_(None),
+    _page_versions.c.sha256 != bindparam("b_sha256"),
+).values(superseded=bindparam("b_now"))
+
+
 def apply_snapshot(session: Session, plan: SnapshotPlan, *, now: datetime | None = None) -> CycleReport:
     """Store a plan under the repository lock, in the caller's write transaction; PlanStale if
     another run stored metadata since the plan was read (nothing is written then)."""
@@ -474,13 +492,12 @@ def apply_snapshot(session: Session, plan: SnapshotPlan, *, now: datetime | None
     upsert(session, TufTarget, plan.target_upserts, ["path"])
     for chunk in _chunks(plan.target_deletes, 2000):
         session.execute(delete(TufTarget).where(TufTarget.path.in_(chunk)))
-    for key, digest, body in plan.pages:
-        session.execute(update(TufPageVersion).where(
-            TufPageVersion.path == key, TufPageVersion.superseded.is_(None), TufPageVersion.sha256 != (digest or ""),
-        ).values(superseded=now))
-        if body is not None:
-            upsert(session, TufPageVersion, [{"path": key, "sha256": digest, "body": body, "created": now,
-                                              "superseded": None}], ["path", "sha256"])
+    if plan.pages:  # two executemany statements for every page of the run
+        session.execute(_SUPERSEDE_PAGE, [{"b_path": key, "b_sha256": digest or "", "b_now": now}
+                                          for key, digest, _ in plan.pages])
+        upsert(session, TufPageVersion, [{"path": key, "sha256": digest, "body": body, "created": now,
+                                          "superseded": None} for key, digest, body in plan.pages if body is not None],
+               ["path", "sha256"])
     store_many(session, plan.signed, now)
     for chunk in _chunks(plan.queue_ids, 2000):
         session.execute(delete(TufQueue).where(TufQueue.id.in_(chunk)))

@@ -208,7 +208,13 @@ class SnapshotWorker:
     def __init__(self, bastion: Bastion, signer: Signer) -> None:
         self.bastion = bastion
         self.signer = signer
-        self.poll = max(bastion.settings.duration("tuf_window").total_seconds() / 2, 0.05)
+        window = bastion.settings.duration("tuf_window").total_seconds()
+        self.poll = max(window / 2, 0.05)
+        # Under a stream of uploads, one run signs every upload queued since the last one: runs
+        # start at least half the window apart, so a busy index signs twice a second instead of
+        # once per upload, and an upload that follows a quiet spell is signed at once. Every
+        # upload is still signed within tuf_window (half of it, plus the run).
+        self.spacing = window / 2
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -240,11 +246,13 @@ class SnapshotWorker:
 
     def _loop(self) -> None:
         failures = 0
+        last_start = float("-inf")
         while not self._stop.is_set():
             self._wake.wait(self.poll)
-            self._wake.clear()
-            if self._stop.is_set():
+            if self._stop.wait(max(0.0, last_start + self.spacing - time.monotonic())):
                 return
+            self._wake.clear()
+            last_start = time.monotonic()
             try:
                 while not self._stop.is_set():
                     try:
