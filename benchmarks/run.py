@@ -42,6 +42,7 @@ ENDPOINTS = [
     ("download", "GET 1 MB wheel", {}),
 ]
 SIMPLE_ENDPOINTS = ("index", "project_html", "project_json")
+TARGET_UPLOAD_RATIO = 2.0  # issue 13: Bastion's seconds per file at most twice pypiserver's
 TARGET_DEVPI_RATIO = 10.0
 TARGET_SCALE_RATIO = 0.8
 TARGET_RSS_MB = 250.0
@@ -125,18 +126,26 @@ class Bench:
         log(f"uploading {self.versions} rounds of {per_round} files to each server "
             f"(one twine invocation per round and server)")
         times: dict[str, list[float]] = {t.name: [] for t in self.targets}
+        cpu: dict[str, list[float]] = {t.name: [] for t in self.targets}
         for r, files in enumerate(self.rounds):
             order = self.targets[r % len(self.targets):] + self.targets[:r % len(self.targets)]
             for target in order:
+                before = target.process.cpu_seconds()
                 seconds = servers.twine_upload(target, files, self.workdir)
+                # The server's CPU over the round, background threads included (Bastion's TUF
+                # signing and mail run beside the requests): steadier than the wall time.
+                used = target.process.cpu_seconds() - before
                 times[target.name].append(seconds)
-                log(f"  round {r + 1}: {target.name:13s} {seconds:7.3f} s = {seconds / len(files) * 1000:7.1f} ms/file")
+                cpu[target.name].append(used)
+                log(f"  round {r + 1}: {target.name:13s} {seconds:7.3f} s = {seconds / len(files) * 1000:7.1f} ms/file, "
+                    f"server CPU {used / len(files) * 1000:6.1f} ms/file")
         for target in self.targets:
             servers.twine_upload(target, [self.big_path], self.workdir)  # untimed: the download test's file
             per_file = [s / per_round for s in times[target.name]]
             self.results["upload"][target.name] = {
                 "files_per_round": per_round, "rounds_s": times[target.name],
                 "per_file_s": statistics.median(per_file),
+                "server_cpu_per_file_s": statistics.median(c / per_round for c in cpu[target.name]),
             }
 
     def verify(self, target: servers.Target, projects: list[str], files_per_project: int) -> dict:
@@ -302,12 +311,17 @@ class Bench:
         up = self.results["upload"]
         if "pypiserver" in up:
             b, p = up["bastion"]["per_file_s"], up["pypiserver"]["per_file_s"]
-            out.append({"target": "upload per file no slower than pypiserver's", "pass": b <= p,
+            out.append({"target": f"upload per file at most {TARGET_UPLOAD_RATIO:g}x pypiserver's",
+                        "pass": b <= TARGET_UPLOAD_RATIO * p,
+                        "detail": f"Bastion {b * 1000:.1f} ms/file, pypiserver {p * 1000:.1f} ms/file "
+                                  f"(Bastion s / pypiserver s = {b / p:.2f})",
+                        "values": {"bastion_s": b, "pypiserver_s": p}})
+            out.append({"target": "upload per file no slower than pypiserver's (stretch)", "pass": b <= p,
                         "detail": f"Bastion {b * 1000:.1f} ms/file, pypiserver {p * 1000:.1f} ms/file "
                                   f"(pypiserver s / Bastion s = {p / b:.2f})",
                         "values": {"bastion_s": b, "pypiserver_s": p}})
         else:
-            out.append({"target": "upload per file no slower than pypiserver's", "pass": None,
+            out.append({"target": f"upload per file at most {TARGET_UPLOAD_RATIO:g}x pypiserver's", "pass": None,
                         "detail": "not run (--skip-peers)"})
         scale = self.results["scale"]
         if scale:
@@ -357,13 +371,16 @@ class Bench:
                              f"{entry['p99_ms']:8.2f} {ratio:>15s} {entry['server_cpu_us']:11.1f}")
         lines.append("")
         up = self.results["upload"]
-        header = f"{'server':14s} {'twine upload':30s} {'s/file':>10s} {'files/s':>8s} {'':8s} {'peer s ÷ Bastion s':>15s}"
+        header = (f"{'server':14s} {'twine upload':30s} {'s/file':>10s} {'files/s':>8s} {'CPU ms/file':>12s} "
+                  f"{'peer s ÷ Bastion s':>19s}")
         lines += [header, "-" * len(header)]
         for name, entry in up.items():
             ratio = "-" if name == "bastion" else f"{entry['per_file_s'] / up['bastion']['per_file_s']:.2f}x"
             what = f"{self.results['meta']['small_index']['versions']} x {entry['files_per_round']} files, 1 call each"
+            cpu_ms = entry.get("server_cpu_per_file_s")
+            shown = f"{cpu_ms * 1000:12.1f}" if cpu_ms is not None else f"{'n/a':>12s}"
             lines.append(f"{name:14s} {what:30s} {entry['per_file_s']:10.4f} {1 / entry['per_file_s']:8.1f} "
-                         f"{'':8s} {ratio:>15s}")
+                         f"{shown} {ratio:>19s}")
         scale = self.results["scale"]
         if scale:
             lines.append("")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from bastion.accounts.models import User
@@ -46,23 +47,38 @@ def _key(email: str) -> str:
     return email.strip().lower()
 
 
-def _project_people(session: Session, project_ids: Iterable[int]) -> dict[str, tuple[User, list[int]]]:
+@dataclass(frozen=True)
+class Person:
+    """Who a notice goes to."""
+
+    id: int
+    username: str
+    email: str
+
+
+_users = cast(Table, User.__table__)
+_roles = cast(Table, Role.__table__)
+_PEOPLE = (
+    select(_users.c.id, _users.c.username, _users.c.email, _roles.c.project_id)
+    .join(_roles, _roles.c.user_id == _users.c.id)
+    .where(_roles.c.project_id.in_(bindparam("ids", expanding=True)), _roles.c.role.in_(PROJECT_ROLES),
+           _users.c.is_active.is_(True))
+    .order_by(_users.c.id, _roles.c.project_id)
+)
+
+
+def _project_people(session: Session, project_ids: Iterable[int]) -> dict[str, tuple[Person, list[int]]]:
     """Active owners and maintainers of the projects, one entry per email address: (a user with that
-    address, the ids of the projects among ``project_ids`` on which someone with that address has a role)."""
+    address, the ids of the projects among ``project_ids`` on which someone with that address has a
+    role). One prepared statement: every upload asks."""
     ids = sorted(set(project_ids))
-    people: dict[str, tuple[User, list[int]]] = {}
+    people: dict[str, tuple[Person, list[int]]] = {}
     if not ids:
         return people
-    rows = session.execute(
-        select(User, Role.project_id)
-        .join(Role, Role.user_id == User.id)
-        .where(Role.project_id.in_(ids), Role.role.in_(PROJECT_ROLES), User.is_active.is_(True))
-        .order_by(User.id, Role.project_id)
-    ).all()
-    for user, project_id in rows:
-        if not user.email.strip():
+    for user_id, username, email, project_id in session.execute(_PEOPLE, {"ids": ids}):
+        if not email.strip():
             continue
-        entry = people.setdefault(_key(user.email), (user, []))
+        entry = people.setdefault(_key(email), (Person(user_id, username, email), []))
         if project_id not in entry[1]:
             entry[1].append(project_id)
     return people
@@ -72,8 +88,11 @@ def _project_names(session: Session, project_ids: Iterable[int]) -> dict[int, st
     ids = sorted(set(project_ids))
     if not ids:
         return {}
-    rows = session.execute(select(Project.id, Project.name).where(Project.id.in_(ids)))
-    return {project_id: name for project_id, name in rows}
+    return {project_id: name for project_id, name in session.execute(_NAMES, {"ids": ids})}
+
+
+_projects = cast(Table, Project.__table__)
+_NAMES = select(_projects.c.id, _projects.c.name).where(_projects.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _user_by_name(session: Session, name: str) -> User | None:
@@ -118,7 +137,7 @@ def role_changed(
     people = {email: person for email, (person, _) in _project_people(session, [project_id]).items()}
     affected = _user_by_name(session, user)
     if affected is not None and affected.email.strip():
-        people.setdefault(_key(affected.email), affected)
+        people.setdefault(_key(affected.email), Person(affected.id, affected.username, affected.email))
     if granted:
         what = f"{actor} gave {user} the role {role} on the project {project}."
         subject = f"{user} is now {role} of {project}"

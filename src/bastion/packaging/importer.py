@@ -59,7 +59,6 @@ from bastion.packaging import checks, upload
 from bastion.packaging.models import File, Project, Release
 from bastion.packaging.names import normalize
 from bastion.scanning.result import ScanResult
-from bastion.storage.interface import BlobStore
 
 if TYPE_CHECKING:
     from bastion.scanning.names import Resemblance
@@ -258,8 +257,8 @@ class Checked:
     checked: upload.CheckedFile
     scan: ScanResult | None
     resemblance: Resemblance | None
-    prewritten: tuple[str, ...] = ()
-    """Blob paths the worker wrote already (see ``PrewrittenBlobs``)."""
+    prewritten: bool = False
+    """The worker wrote the file's blobs already (``upload.store_checked(prewritten=True)``)."""
 
 
 @dataclass
@@ -284,6 +283,7 @@ class Checker:
         self.project_from_filename = project_from_filename
         self.existing_projects = existing_projects
         self._names: dict[str, tuple[Resemblance | None, str | None]] = {}
+        self._malicious: frozenset[str] | None = None
         self._lock = threading.Lock()
 
     def check(self, source: Source) -> Checked | Refused:
@@ -314,18 +314,29 @@ class Checker:
 
         scan = scan_upload(self.bastion, source.path, filename, project_name,
                            new_project=normalize(project_name) not in self.existing_projects,
-                           resembles=resemblance.name if resemblance else None, context=IMPORT_CONTEXT)
-        prewritten: tuple[str, ...] = ()
+                           resembles=resemblance.name if resemblance else None, context=IMPORT_CONTEXT,
+                           malicious=self._known_malicious())
         if self.prewrite:
             # The blob write (with its fsync) is most of a store's wall time: done here, in
-            # parallel, it leaves the storing thread the rows (PrewrittenBlobs skips the rewrite).
-            path = upload.blob_path(digests["blake2_256_digest"], filename)
+            # parallel, it leaves the storing thread the rows (store_checked(prewritten=True)).
+            path, *metadata = upload.blob_paths(checked)
             self.bastion.blobs.put_file(path, source.path)
-            prewritten = (path,)
-            if source.filetype == "bdist_wheel":
-                self.bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
-                prewritten += (path + ".metadata",)
-        return Checked(source, checked, scan, resemblance, prewritten)
+            if metadata:
+                self.bastion.blobs.put_bytes(metadata[0], checked.metadata_bytes)
+        return Checked(source, checked, scan, resemblance, self.prewrite)
+
+    def _known_malicious(self) -> frozenset[str] | None:
+        """Projects removed as malware, read once per import (no review decision is made meanwhile
+        by this import; one made elsewhere shows at the next import, as at the next upload)."""
+        if self.bastion.settings.scan == "off":
+            return None
+        with self._lock:
+            if self._malicious is None:
+                from bastion.scanning.service import known_malicious
+
+                with self.bastion.db.read() as session:
+                    self._malicious = known_malicious(session)
+            return self._malicious
 
     def _name_check(self, name: str) -> tuple[Resemblance | None, str | None]:
         """For a project new to this index: (resemblance to flag, refusal). Never blocks on a
@@ -349,44 +360,6 @@ class Checker:
         with self._lock:
             self._names[key] = (resemblance, refusal)
         return resemblance, refusal
-
-
-class PrewrittenBlobs(BlobStore):
-    """The blob store during an import's store loop: a write of a path that a worker process wrote
-    for this very file (its content-addressed path: same name, same BLAKE2 digest, written whole by
-    an atomic rename) is skipped; everything else goes to the real store. A file refused at store
-    time has its pre-written blobs removed (``upload._remove``: unless a stored file owns the path);
-    a killed import leaves them unreferenced (no row names them), and a re-run reuses them."""
-
-    def __init__(self, real: BlobStore) -> None:
-        self.real = real
-        self.ready: set[str] = set()
-
-    def _written(self, path: str) -> bool:
-        # Asked under the path's lock (``_store`` takes it first): a failed upload of the same
-        # file elsewhere may have removed the blob since the worker wrote it, but not from now on.
-        if path in self.ready:
-            self.ready.discard(path)
-            return self.real.exists(path)
-        return False
-
-    def put_file(self, path: str, source: Path) -> None:
-        if not self._written(path):
-            self.real.put_file(path, source)
-
-    def put_bytes(self, path: str, data: bytes) -> None:
-        if not self._written(path):
-            self.real.put_bytes(path, data)
-
-    def delete(self, path: str) -> None:
-        self.ready.discard(path)
-        self.real.delete(path)
-
-    def exists(self, path: str) -> bool:
-        return self.real.exists(path)
-
-    def local_path(self, path: str) -> Path | None:
-        return self.real.local_path(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,18 +537,14 @@ def import_paths(bastion: Bastion, paths: list[Path], owner: str, *, workers: in
         if isinstance(item, Refused):
             finish(source, FileResult(source.shown, source.filename, "refused", item.reason))
             return
-        blobs.ready.update(item.prewritten)
         try:
+            # A refusal here removes the blobs the worker wrote (unless a stored file owns them).
             outcome = upload.store_checked(bastion, principal, item.checked, IMPORT_CONTEXT, item.scan,
-                                           item.resemblance, render=False, upload_time=source.upload_time)
+                                           item.resemblance, render=False, upload_time=source.upload_time,
+                                           prewritten=item.prewritten)
         except ServiceError as exc:
-            # store_checked removes what it wrote; the worker's blobs are this import's to remove
-            # (unless a stored file owns the path), as upload._remove does after a failed upload.
-            upload._remove(bastion, list(item.prewritten))
             finish(source, FileResult(source.shown, source.filename, "refused", exc.message))
             return
-        finally:
-            blobs.ready.difference_update(item.prewritten)
         name = outcome.project
         report.projects.add(name)
         if not outcome.created:
@@ -603,14 +572,8 @@ def import_paths(bastion: Bastion, paths: list[Path], owner: str, *, workers: in
             store(decided)
         else:
             pending.append(source)
-    real_blobs = bastion.blobs
-    blobs = PrewrittenBlobs(real_blobs)
-    bastion.blobs = blobs
-    try:
-        for item in _checked_in_order(checker, pending, workers):
-            store(item)
-    finally:
-        bastion.blobs = real_blobs
+    for item in _checked_in_order(checker, pending, workers):
+        store(item)
     for source in found.sources:  # yanks of releases imported by an earlier run
         if source.yanked is not None and source.filename in existing_files:
             yanks.setdefault((existing_files[source.filename][1], _release_version(bastion, source.filename)),

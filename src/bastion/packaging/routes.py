@@ -90,8 +90,8 @@ def _notify_upload(bastion: Bastion, outcome: UploadOutcome, actor: str) -> None
     """Tell the owners and maintainers (after commit). The upload succeeded whatever happens here."""
     try:
         with bastion.db.read() as session:
-            messages = service.upload_notifications(session, outcome.project, outcome.filename, outcome.version,
-                                                    actor)
+            messages = service.upload_notifications(session, outcome.project_id, outcome.filename,
+                                                    outcome.version, actor)
         bastion.send_mail(messages)
         if outcome.alerts is not None:
             from bastion.advisories.alerts import deliver

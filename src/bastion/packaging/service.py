@@ -772,13 +772,10 @@ def project_ids(session: Session, project_names: Iterable[str]) -> list[int]:
     return list(session.execute(select(Project.id).where(Project.normalized_name.in_(wanted))).scalars())
 
 
-def upload_notifications(session: Session, project_name: str, filename: str, version: str,
+def upload_notifications(session: Session, project_id: int, filename: str, version: str,
                          actor: str) -> list[Message]:
     """The messages telling the project's owners and maintainers that ``actor`` uploaded a file."""
-    project = find_project(session, project_name)
-    if project is None:
-        return []
-    return notifications.release_file_uploaded(session, project.id, filename, version, actor)
+    return notifications.release_file_uploaded(session, project_id, filename, version, actor)
 
 
 def role_of_user(session: Session, project_name: str, user_name: str) -> str | None:

@@ -121,6 +121,12 @@ def blob_path(blake2_256: str, filename: str) -> str:
     return f"packages/{blake2_256[:2]}/{blake2_256[2:4]}/{blake2_256[4:]}/{filename}"
 
 
+def blob_paths(checked: CheckedFile) -> tuple[str, ...]:
+    """The blobs an accepted file is stored as: the file, and a wheel's metadata beside it (PEP 658)."""
+    path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
+    return (path, path + ".metadata") if checked.filetype == "bdist_wheel" else (path,)
+
+
 class _Digests:
     """The three digests PyPI records for a file (MD5, SHA-256, BLAKE2b-256), fed chunk by chunk."""
 
@@ -349,7 +355,7 @@ def _project_for(session: Session, bastion: Bastion, principal: Principal, check
 def _store(session: Session, bastion: Bastion, principal: Principal, token_id: str | None,
            checked: CheckedFile, context: RequestContext, written: list[str],
            scan: ScanResult | None = None, resemblance: Resemblance | None = None, *,
-           render: bool = True, upload_time: datetime | None = None) -> UploadOutcome:
+           render: bool = True, upload_time: datetime | None = None, prewritten: bool = False) -> UploadOutcome:
     """The upload's one transaction, in Core statements (the ORM only for a new project, a held
     file and the page render): about a dozen statements for a file of an existing project."""
     if token_id is not None:
@@ -371,11 +377,17 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token_id: s
     path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
     metadata_sha256 = None
     advisory_lock(session, path)  # held to commit: a failed twin's cleanup cannot delete it meanwhile
-    written.append(path)
-    bastion.blobs.put_file(path, checked.path)
+    # Pre-written blobs (``prewritten``) are asked for under the lock: a failed upload of the same
+    # file elsewhere may have removed them since they were written, but not from now on.
+    if path not in written:
+        written.append(path)
+    if not (prewritten and bastion.blobs.exists(path)):
+        bastion.blobs.put_file(path, checked.path)
     if checked.filetype == "bdist_wheel":
-        written.append(path + ".metadata")
-        bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
+        if path + ".metadata" not in written:
+            written.append(path + ".metadata")
+        if not (prewritten and bastion.blobs.exists(path + ".metadata")):
+            bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
         metadata_sha256 = hashlib.sha256(checked.metadata_bytes).hexdigest()
     file_id = session.execute(_NEW_FILE, {
         "release_id": release_id, "project_id": project.id, "filename": checked.filename,
@@ -449,19 +461,22 @@ def upload(bastion: Bastion, principal: Principal, form: Mapping[str, str],
 
 def store_checked(bastion: Bastion, principal: Principal, checked: CheckedFile,
                   context: RequestContext, scan: ScanResult | None, resemblance: Resemblance | None = None, *,
-                  render: bool = True, upload_time: datetime | None = None) -> UploadOutcome:
+                  render: bool = True, upload_time: datetime | None = None,
+                  prewritten: bool = False) -> UploadOutcome:
     """Store a file that passed every check, in one transaction (retried once when a concurrent
     upload created the same project), then tell the readers and, for a held file, the maintainers.
 
     ``render=False`` (bulk import) leaves the project's pages to the caller, who renders them once
-    per project and calls ``bastion.notify_change``; ``upload_time`` keeps an imported file's time."""
+    per project and calls ``bastion.notify_change``; ``upload_time`` keeps an imported file's time.
+    ``prewritten``: the file's blobs are in the store already (an import's worker process wrote
+    them, in parallel): not written again, and removed like this upload's own if it fails."""
     token_id = principal.token_id  # an upload with an API token; None for an import
     for attempt in (1, 2):
-        written: list[str] = []
+        written: list[str] = list(blob_paths(checked)) if prewritten else []
         try:
             with bastion.db.write() as session:
                 outcome = _store(session, bastion, principal, token_id, checked, context, written, scan,
-                                 resemblance, render=render, upload_time=upload_time)
+                                 resemblance, render=render, upload_time=upload_time, prewritten=prewritten)
         except IntegrityError:
             _remove(bastion, written)
             if attempt == 2:

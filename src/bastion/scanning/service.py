@@ -12,9 +12,9 @@ import logging
 import threading
 from pathlib import Path
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from bastion.events import RequestContext, record_event
@@ -197,11 +197,15 @@ def reasons_of(result: ScanResult) -> list[str]:
 def store_scan(session: Session, result: ScanResult, project_name: str, *, file_id: int | None,
                trigger: str) -> int:
     """Record one scan; the record's id."""
-    return session.execute(insert(ScanRecord).values(
-        file_id=file_id, project_name=project_name, filename=result.filename, sha256=result.sha256,
-        verdict=result.verdict.value, score=result.score, findings=[f.to_json() for f in result.findings],
-        rules_version=result.rules_version, trigger=trigger,
-    ).returning(ScanRecord.id)).scalar_one()
+    return session.execute(_NEW_SCAN_RECORD, {
+        "file_id": file_id, "project_name": project_name, "filename": result.filename, "sha256": result.sha256,
+        "verdict": result.verdict.value, "score": result.score, "findings": [f.to_json() for f in result.findings],
+        "rules_version": result.rules_version, "trigger": trigger,
+    }).scalar_one()
+
+
+_scan_records = cast(Table, ScanRecord.__table__)
+_NEW_SCAN_RECORD = insert(_scan_records).returning(_scan_records.c.id)  # every upload: prepared once
 
 
 def hold_file(session: Session, bastion: Bastion, file: File, project: Project, result: ScanResult,
