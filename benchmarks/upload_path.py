@@ -115,6 +115,7 @@ def main() -> None:
         signer = tuf_service.prepare(bastion, announce=False)  # the TUF repository, as `bastion serve` makes it
         context = RequestContext(ip="127.0.0.1", user_agent="twine/6.1.0 upload_path")
         statements: list[str] = []
+        last_upload: list[str] = []
 
         from sqlalchemy import event
 
@@ -146,6 +147,7 @@ def main() -> None:
                     outcome = upload_module.upload(bastion, principal, form_for(dist), incoming, context,
                                                    {"classifiers": ["Programming Language :: Python :: 3"]})
                     times.append((time.thread_time() - start) * 1000)
+                    last_upload = list(statements)
                     if not outcome.created:
                         raise RuntimeError(f"{dist.filename} was not stored")
                 if profiler is not None:
@@ -162,8 +164,8 @@ def main() -> None:
         print(f"  {label:34s} {statistics.median(values):8.2f}")
 
     if args.statements:
-        print(f"SQL statements of the last upload ({len(statements)}):")
-        for statement in statements:
+        print(f"SQL statements of the last upload ({len(last_upload)}, BEGIN included):")
+        for statement in last_upload:
             print("  " + statement)
     count = sum(len(f) for f in rounds)
     print(f"upload_path: {args.projects} projects x {args.rounds} rounds = {count} files "

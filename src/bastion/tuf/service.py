@@ -210,11 +210,12 @@ class SnapshotWorker:
         self.signer = signer
         window = bastion.settings.duration("tuf_window").total_seconds()
         self.poll = max(window / 2, 0.05)
-        # Under a stream of uploads, one run signs every upload queued since the last one: runs
-        # start at least half the window apart, so a busy index signs twice a second instead of
-        # once per upload, and an upload that follows a quiet spell is signed at once. Every
-        # upload is still signed within tuf_window (half of it, plus the run).
-        self.spacing = window / 2
+        # Under a stream of uploads, one run signs every upload queued since the last one: a run
+        # starts no sooner than ten times the last run's duration after it (signing takes at most
+        # about a tenth of the process), and never waits more than half the window, so a busy
+        # index signs a few times a second instead of once per upload, an upload that follows a
+        # quiet spell is signed at once, and every upload is signed within tuf_window.
+        self.max_spacing = window / 2
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -246,13 +247,13 @@ class SnapshotWorker:
 
     def _loop(self) -> None:
         failures = 0
-        last_start = float("-inf")
+        next_start = float("-inf")
         while not self._stop.is_set():
             self._wake.wait(self.poll)
-            if self._stop.wait(max(0.0, last_start + self.spacing - time.monotonic())):
+            if self._stop.wait(max(0.0, next_start - time.monotonic())):
                 return
             self._wake.clear()
-            last_start = time.monotonic()
+            started = time.monotonic()
             try:
                 while not self._stop.is_set():
                     try:
@@ -263,6 +264,8 @@ class SnapshotWorker:
                     if report is None or report.queued < repository.MAX_BATCH:
                         break
                 failures = 0
+                ended = time.monotonic()
+                next_start = ended + min(self.max_spacing, 10 * (ended - started))
             except Exception:  # noqa: BLE001  (logged; the queue keeps the work for the next run)
                 failures += 1
                 logger.exception("TUF snapshot run failed (the queue is kept; retrying)")
