@@ -21,7 +21,7 @@ from bastion.cli import main
 from bastion.events import Event, verify_chain
 from bastion.packaging.importer import ImportUsageError, import_paths
 from bastion.packaging.models import File, Project, Release, Role
-from bastion.scanning.models import ReviewCase
+from bastion.scanning.models import ReviewCase, ScanRecord
 from bastion.services import Bastion
 from bastion.settings import load_settings
 from bastion.simple.models import RenderedPage
@@ -175,6 +175,29 @@ def test_a_file_the_scanner_holds_goes_to_review(data_dir: Path, database_url: s
         bastion.close()
 
 
+def test_a_file_the_scanner_would_refuse_is_held_not_lost(data_dir: Path, database_url: str,
+                                                          tmp_path: Path) -> None:
+    """On upload a reject verdict refuses the file; an import holds it for review (hidden, the
+    case open), since the source index served it and a false positive must not lose it."""
+    bastion = Bastion(load_settings(data_dir, database_url=database_url, scan_quarantine_score=1.0,
+                                    scan_reject_score=1.0), run_migrations=False)
+    try:
+        make_user(bastion, "alice")
+        (tmp_path / "tree").mkdir()
+        rejected = make_sdist(tmp_path / "tree", "bastion-imp-reject", "1.0", files={"setup.py": INSTALL_HOOK})
+        report = import_paths(bastion, [tmp_path / "tree"], "alice", workers=1)
+        assert report.counts()["held_for_review"] == 1, report.files
+        with bastion.db.read() as session:
+            [case] = session.execute(select(ReviewCase)).scalars().all()
+            verdicts = [r.verdict for r in session.execute(select(ScanRecord)).scalars()]
+        assert (case.kind, case.source, case.filename, case.hidden) == ("file", "scan", rejected.name, True)
+        assert verdicts == ["reject"]  # the scanner's own word is on record
+        assert _files(bastion)[rejected.name][3] is True
+        assert _events(bastion, "upload.refused-by-scanner") == []
+    finally:
+        bastion.close()
+
+
 def test_project_from_filename_names_a_file_whose_metadata_has_none(bastion: Bastion, owner: str,
                                                                     tmp_path: Path) -> None:
     (tmp_path / "tree").mkdir()
@@ -186,6 +209,56 @@ def test_project_from_filename_names_a_file_whose_metadata_has_none(bastion: Bas
     named = import_paths(bastion, [tmp_path / "tree"], owner, workers=1, project_from_filename=True)
     assert named.counts()["accepted"] == 1, named.files
     assert _files(bastion)[unknown.name][4:6] == ("bastion-imp-old", "0.3")
+
+
+def test_a_stdlib_name_is_imported_and_flagged_while_uploads_still_refuse_it(
+        bastion: Bastion, owner: str, tmp_path: Path) -> None:
+    """PyPI still serves projects named after stdlib modules (readline, argparse, asyncio), kept
+    from before its rule: an import takes them, flagged for an admin; a new upload is refused."""
+    from tests.conftest import post_upload
+    from tests.distbuilder import upload_form
+
+    (tmp_path / "tree").mkdir()
+    taken = make_sdist(tmp_path / "tree", "readline", "6.2.4.1")
+    report = import_paths(bastion, [tmp_path / "tree"], owner, workers=1)
+    assert report.counts()["accepted"] == 1, report.files
+    assert _files(bastion)[taken.name][4] == "readline"
+    with bastion.db.read() as session:
+        [case] = session.execute(select(ReviewCase)).scalars().all()
+    assert (case.kind, case.source, case.project_name, case.hidden) == ("project", "name", "readline", False)
+    assert "standard library" in case.summary
+    from fastapi.testclient import TestClient
+
+    from bastion.app import create_app
+
+    token = make_user(bastion, "bob")
+    other = make_sdist(tmp_path, "asyncio", "3.4.3")
+    with TestClient(create_app(bastion=bastion)) as client:  # its start signs the TUF repository
+        before = snapshot_state(bastion)
+        response = post_upload(client, token, other, upload_form(other, "asyncio", "3.4.3"))
+        assert response.status_code == 400 and "standard library" in response.text, response.text
+        assert snapshot_state(bastion) == before
+
+
+def test_an_old_zip_sdist_with_pkg_info_beside_its_directory_is_imported(bastion: Bastion, owner: str,
+                                                                         tmp_path: Path) -> None:
+    """Hand-made zips of 2008-2010 (reportLab-2.3.zip) carry PKG-INFO at the root beside their one
+    directory: lenient (imports) reads it; anything else at the root is still refused."""
+    from tests.distbuilder import metadata_text, zip_bytes
+
+    (tmp_path / "tree").mkdir()
+    old = tmp_path / "tree" / "bastion-imp-old-zip-2.3.zip"
+    old.write_bytes(zip_bytes({"PKG-INFO": metadata_text("bastion-imp-old-zip", "2.3").encode(),
+                               "Old_Zip_2_3/setup.py": b"from distutils.core import setup\n"}))
+    stray = tmp_path / "tree" / "bastion-imp-stray-1.0.zip"
+    stray.write_bytes(zip_bytes({"PKG-INFO": metadata_text("bastion-imp-stray", "1.0").encode(),
+                                 "notes.txt": b"at the root\n", "stray-1.0/setup.py": b"\n"}))
+    report = import_paths(bastion, [tmp_path / "tree"], owner, workers=1)
+    outcomes = {f.filename: (f.outcome, f.reason) for f in report.files}
+    assert outcomes[old.name][0] == "accepted", outcomes
+    assert outcomes[stray.name] == ("refused", f"Invalid sdist '{stray.name}': all members must be inside one "
+                                               "top-level directory."), outcomes
+    assert _files(bastion)[old.name][4:6] == ("bastion-imp-old-zip", "2.3")
 
 
 def _devpi_export(root: Path, tmp_path: Path) -> dict[str, Path]:

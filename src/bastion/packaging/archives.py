@@ -244,21 +244,28 @@ def inspect_wheel(path: Path, filename: str, limits: ArchiveLimits) -> tuple[byt
     return metadata, dist_info
 
 
-def inspect_zip_sdist(path: Path, filename: str, limits: ArchiveLimits) -> tuple[bytes, str]:
+def inspect_zip_sdist(path: Path, filename: str, limits: ArchiveLimits, *,
+                      root_pkg_info: bool = False) -> tuple[bytes, str]:
     """Check a .zip sdist (PEP 527; PyPI took them until PEP 625) and return (PKG-INFO bytes,
-    top-level directory name): the same zip checks as a wheel's, one top-level directory."""
+    top-level directory name): the same zip checks as a wheel's, one top-level directory.
+    ``root_pkg_info`` (lenient): a PKG-INFO file at the archive's root beside that directory is
+    accepted, and read when the directory has none (hand-made zips of 2008-2010, e.g.
+    ``reportLab-2.3.zip``)."""
     with _open_zip(path, filename) as archive:
         names = check_zip_members(archive, path, filename, limits)
-        tops = {name.split("/")[0] for name in names}
-        if len(tops) != 1 or not all("/" in name or name.endswith("/") for name in names if name):
+        beside = root_pkg_info and "PKG-INFO" in names
+        inside = [name for name in names if name and not (beside and name == "PKG-INFO")]
+        tops = {name.split("/")[0] for name in inside}
+        if len(tops) != 1 or not all("/" in name or name.endswith("/") for name in inside):
             raise UploadRejected(
                 f"Invalid sdist '{filename}': all members must be inside one top-level directory."
             )
         top = tops.pop()
-        if f"{top}/PKG-INFO" not in names:
+        member = f"{top}/PKG-INFO" if f"{top}/PKG-INFO" in names else "PKG-INFO" if beside else None
+        if member is None:
             raise MissingPkgInfo(f"Invalid sdist '{filename}': {top}/PKG-INFO is missing.")
         try:
-            return _read_member(archive, f"{top}/PKG-INFO", filename), top
+            return _read_member(archive, member, filename), top
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise UploadRejected(f"Invalid sdist '{filename}': corrupt zip member ({exc}).") from None
 

@@ -12,16 +12,20 @@ The stages:
    release files, with their upload times and, where the export has them, yanks); any other
    directory is walked as a tree of distribution files (pypiserver's flat or nested layout);
    files that pip does not install (.egg, .exe, signatures, checksums...) are counted and skipped;
-2. **check and scan** each file in ``workers`` processes (no database writes: the scanner's own
-   refusals aside, which it records in a transaction of its own as on the upload path);
+2. **check and scan** each file in ``workers`` processes (no database writes). A file the
+   scanner would refuse on upload is held for review instead, as a quarantined one is: the
+   source index served it already, so a false positive must not lose it, and a true positive is
+   hidden all the same;
 3. **store** each file in the calling thread, in order, with ``render=False``;
 4. **render** each project's pages once (one write transaction per batch of projects), apply the
    export's yanks, queue the projects for TUF and call ``notify_change`` once; the TUF queue is
    signed at once when this process can sign (:func:`sign_queued`), else by the server.
 
 Names: a new project is created with ``owner`` as its owner. The rules that refuse a name on
-upload (stdlib and reserved names, the admin ban list, a confusable fold of an existing project)
-refuse it here too. The typosquat check never blocks an import, whatever ``name_policy`` says:
+upload (reserved names, the admin ban list, a confusable fold of an existing project) refuse it
+here too; a standard library module's name (PyPI still serves ``readline``, ``argparse`` and
+``asyncio``, registered before its rule) is imported and flagged for review. The typosquat check
+never blocks an import, whatever ``name_policy`` says:
 the names were in use on the source index already, and refusing them would break every install
 that names them. A resemblance to a popular project or to another user's project on this index
 flags the project for review instead (``name_policy = review``); names resembling each other
@@ -315,7 +319,7 @@ class Checker:
         scan = scan_upload(self.bastion, source.path, filename, project_name,
                            new_project=normalize(project_name) not in self.existing_projects,
                            resembles=resemblance.name if resemblance else None, context=IMPORT_CONTEXT,
-                           malicious=self._known_malicious())
+                           malicious=self._known_malicious(), hold_rejects=True)
         if self.prewrite:
             # The blob write (with its fsync) is most of a store's wall time: done here, in
             # parallel, it leaves the storing thread the rows (store_checked(prewritten=True)).
@@ -347,15 +351,22 @@ class Checker:
         with self._lock:
             if key in self._names:
                 return self._names[key]
+        from bastion.packaging.names import is_stdlib_name
         from bastion.packaging.service import new_project_refusal
+        from bastion.scanning.names import Resemblance
         from bastion.scanning.service import banned_names
 
         bastion = self.bastion
         with bastion.db.read() as session:
             refusal = new_project_refusal(session, name, frozenset(bastion.settings.prohibited_names)
-                                          | banned_names(session, name))
+                                          | banned_names(session, name), stdlib=False)
             resemblance = None
-            if refusal is None and bastion.settings.scan != "off":
+            if refusal is None and is_stdlib_name(name):
+                # Taken before PyPI's rule (readline, argparse, asyncio are still served there):
+                # imported, and flagged for review as a typosquat resemblance would be.
+                resemblance = Resemblance(name=normalize(name).split(".")[0], source="standard library",
+                                          how="the name of a Python standard library module")
+            elif refusal is None and bastion.settings.scan != "off":
                 resemblance = bastion.name_guard.check(session, name, self.owner.user_id)
         with self._lock:
             self._names[key] = (resemblance, refusal)
@@ -541,7 +552,7 @@ def import_paths(bastion: Bastion, paths: list[Path], owner: str, *, workers: in
             # A refusal here removes the blobs the worker wrote (unless a stored file owns them).
             outcome = upload.store_checked(bastion, principal, item.checked, IMPORT_CONTEXT, item.scan,
                                            item.resemblance, render=False, upload_time=source.upload_time,
-                                           prewritten=item.prewritten)
+                                           prewritten=item.prewritten, stdlib_names=True)
         except ServiceError as exc:
             finish(source, FileResult(source.shown, source.filename, "refused", exc.message))
             return

@@ -50,16 +50,22 @@ def is_valid_name(name: str) -> bool:
     return name.isascii() and bool(_VALID_NAME.match(name)) and len(name) <= 200
 
 
-def name_refusal(name: str, prohibited: frozenset[str] = frozenset()) -> str | None:
-    """Why ``name`` may not be registered as a new project, or None if it may."""
+def is_stdlib_name(name: str) -> bool:
+    """The name (or a dotted name's first part) is a standard library module's."""
+    dotted_top = normalize(name.split(".")[0]) if "." in name else None
+    return normalize(name) in STDLIB_NAMES or dotted_top in STDLIB_NAMES
+
+
+def name_refusal(name: str, prohibited: frozenset[str] = frozenset(), *, stdlib: bool = True) -> str | None:
+    """Why ``name`` may not be registered as a new project, or None if it may. ``stdlib=False``
+    (imports) lets a standard library module's name through: the caller flags it instead."""
     if not is_valid_name(name):
         return (
             f"Invalid project name '{name}': a name starts and ends with a letter or digit and "
             "contains only letters, digits, '.', '_' and '-'. See PEP 508."
         )
     normalized = normalize(name)
-    dotted_top = normalize(name.split(".")[0]) if "." in name else None
-    if normalized in STDLIB_NAMES or dotted_top in STDLIB_NAMES:
+    if stdlib and is_stdlib_name(name):
         return (
             f"The name '{name}' isn't allowed: it is the name of a Python standard library module. "
             "Choose a different project name."

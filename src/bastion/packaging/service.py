@@ -171,9 +171,10 @@ def refuse_while_quarantined(project: Project, principal: Principal | None) -> N
                         "it cannot be changed until the review ends.")
 
 
-def new_project_refusal(session: Session, name: str, prohibited: frozenset[str]) -> str | None:
-    """Why a new project may not take ``name``, or None."""
-    refusal = names.name_refusal(name, prohibited)
+def new_project_refusal(session: Session, name: str, prohibited: frozenset[str], *,
+                        stdlib: bool = True) -> str | None:
+    """Why a new project may not take ``name``, or None (``stdlib``: see ``names.name_refusal``)."""
+    refusal = names.name_refusal(name, prohibited, stdlib=stdlib)
     if refusal:
         return refusal
     folded = names.ultranormalize(name)
@@ -195,8 +196,8 @@ def new_project_refusal(session: Session, name: str, prohibited: frozenset[str])
 
 
 def create_project(session: Session, name: str, owner: User | None, *, prohibited: frozenset[str],
-                   context: RequestContext, secret: bytes) -> Project:
-    refusal = new_project_refusal(session, name, prohibited)
+                   context: RequestContext, secret: bytes, stdlib: bool = True) -> Project:
+    refusal = new_project_refusal(session, name, prohibited, stdlib=stdlib)
     if refusal:
         raise ServiceError(refusal)
     project = Project(name=name, normalized_name=names.normalize(name),

@@ -211,8 +211,11 @@ def check_file(bastion: Bastion, form: Mapping[str, str] | None, incoming: Incom
                 f"Invalid distribution file '{filename}': a .tar.gz sdist must be a gzip-compressed tar archive."
             )
         try:
-            metadata_bytes, _ = (archives.inspect_zip_sdist if zipped else archives.inspect_sdist)(
-                path, filename, limits)
+            if zipped:
+                metadata_bytes, _ = archives.inspect_zip_sdist(path, filename, limits,
+                                                               root_pkg_info=strictness == checks.LENIENT)
+            else:
+                metadata_bytes, _ = archives.inspect_sdist(path, filename, limits)
         except archives.MissingPkgInfo as exc:
             if not (name_from_filename and strictness == checks.LENIENT):
                 raise
@@ -320,7 +323,8 @@ def _release_for(session: Session, project: ProjectAccess, checked: CheckedFile,
 
 
 def _project_for(session: Session, bastion: Bastion, principal: Principal, checked: CheckedFile,
-                 context: RequestContext, resemblance: Resemblance | None) -> tuple[ProjectAccess, bool]:
+                 context: RequestContext, resemblance: Resemblance | None,
+                 stdlib_names: bool = False) -> tuple[ProjectAccess, bool]:
     """The project the file goes to, authorized inside the transaction (a role may have been
     removed since the early check), or created; and whether it was created."""
     access = project_access(session, checked.metadata.name, principal.user_id)
@@ -345,6 +349,7 @@ def _project_for(session: Session, bastion: Bastion, principal: Principal, check
         prohibited=frozenset(bastion.settings.prohibited_names) | banned_names(session, checked.metadata.name),
         context=context,
         secret=bastion.secret,
+        stdlib=not stdlib_names,
     )
     if resemblance is not None:  # name_policy = review: created, and queued for an admin
         flag_name(session, bastion, project, resemblance, context)
@@ -355,7 +360,8 @@ def _project_for(session: Session, bastion: Bastion, principal: Principal, check
 def _store(session: Session, bastion: Bastion, principal: Principal, token_id: str | None,
            checked: CheckedFile, context: RequestContext, written: list[str],
            scan: ScanResult | None = None, resemblance: Resemblance | None = None, *,
-           render: bool = True, upload_time: datetime | None = None, prewritten: bool = False) -> UploadOutcome:
+           render: bool = True, upload_time: datetime | None = None, prewritten: bool = False,
+           stdlib_names: bool = False) -> UploadOutcome:
     """The upload's one transaction, in Core statements (the ORM only for a new project, a held
     file and the page render): about a dozen statements for a file of an existing project."""
     if token_id is not None:
@@ -365,12 +371,13 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token_id: s
         if not used:
             raise UploadRejected("Invalid API token: this API token has been revoked: create a new one",
                                  status=403)
-    project, new_project = _project_for(session, bastion, principal, checked, context, resemblance)
+    project, new_project = _project_for(session, bastion, principal, checked, context, resemblance, stdlib_names)
     existing = _existing_file(session, checked)
     if existing is not None:
         return UploadOutcome(created=False, project=project.name, version=existing, filename=checked.filename,
                              serial=0)
-    held_by_scan = scan is not None and scan.verdict is Verdict.QUARANTINE
+    # A reject reaches here only from an import (scan_upload(hold_rejects=True)): held the same way.
+    held_by_scan = scan is not None and scan.verdict in (Verdict.QUARANTINE, Verdict.REJECT)
     release_id, version = _release_for(session, project, checked, held=held_by_scan)
     checks.check_project_size(project.total_size, checked.size, bastion.settings.max_project_size,
                               project.display_name)
@@ -462,21 +469,24 @@ def upload(bastion: Bastion, principal: Principal, form: Mapping[str, str],
 def store_checked(bastion: Bastion, principal: Principal, checked: CheckedFile,
                   context: RequestContext, scan: ScanResult | None, resemblance: Resemblance | None = None, *,
                   render: bool = True, upload_time: datetime | None = None,
-                  prewritten: bool = False) -> UploadOutcome:
+                  prewritten: bool = False, stdlib_names: bool = False) -> UploadOutcome:
     """Store a file that passed every check, in one transaction (retried once when a concurrent
     upload created the same project), then tell the readers and, for a held file, the maintainers.
 
     ``render=False`` (bulk import) leaves the project's pages to the caller, who renders them once
     per project and calls ``bastion.notify_change``; ``upload_time`` keeps an imported file's time.
     ``prewritten``: the file's blobs are in the store already (an import's worker process wrote
-    them, in parallel): not written again, and removed like this upload's own if it fails."""
+    them, in parallel): not written again, and removed like this upload's own if it fails.
+    ``stdlib_names`` (imports): a new project may take a standard library module's name (the
+    caller flags it for review through ``resemblance``)."""
     token_id = principal.token_id  # an upload with an API token; None for an import
     for attempt in (1, 2):
         written: list[str] = list(blob_paths(checked)) if prewritten else []
         try:
             with bastion.db.write() as session:
                 outcome = _store(session, bastion, principal, token_id, checked, context, written, scan,
-                                 resemblance, render=render, upload_time=upload_time, prewritten=prewritten)
+                                 resemblance, render=render, upload_time=upload_time, prewritten=prewritten,
+                                 stdlib_names=stdlib_names)
         except IntegrityError:
             _remove(bastion, written)
             if attempt == 2:

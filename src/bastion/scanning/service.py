@@ -150,10 +150,12 @@ def known_malicious(session: Session) -> frozenset[str]:
 
 def scan_upload(bastion: Bastion, path: Path, filename: str, project_name: str, *, new_project: bool,
                 resembles: str | None, context: RequestContext,
-                malicious: frozenset[str] | None = None) -> ScanResult | None:
+                malicious: frozenset[str] | None = None, hold_rejects: bool = False) -> ScanResult | None:
     """Scan an uploaded file before its transaction. A ``reject`` verdict is recorded (scan record
     and audit event, in their own transaction) and refused with the reasons; None when scanning is off.
-    ``malicious``: :func:`known_malicious`, when the caller read it already."""
+    ``malicious``: :func:`known_malicious`, when the caller read it already. ``hold_rejects``
+    (imports: the file was served by the source index already): a ``reject`` is returned, and the
+    store holds the file for review as it does a ``quarantine``, so a false positive loses nothing."""
     if bastion.settings.scan == "off":
         return None
     if malicious is None:
@@ -162,7 +164,7 @@ def scan_upload(bastion: Bastion, path: Path, filename: str, project_name: str, 
     result = bastion.scanner.scan(path, filename=filename, context=ScanContext(
         project_name=project_name, new_project=new_project, known_malicious=malicious, resembles=resembles,
     ))
-    if result.verdict is Verdict.REJECT:
+    if result.verdict is Verdict.REJECT and not hold_rejects:
         with bastion.db.write() as session:
             scan_id = store_scan(session, result, normalize(project_name), file_id=None, trigger="upload")
             record_event(session, "upload.refused-by-scanner", subject=f"project:{normalize(project_name)}",
