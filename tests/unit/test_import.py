@@ -261,6 +261,26 @@ def test_an_old_zip_sdist_with_pkg_info_beside_its_directory_is_imported(bastion
     assert _files(bastion)[old.name][4:6] == ("bastion-imp-old-zip", "2.3")
 
 
+def test_an_sdist_without_pkg_info_is_refused_with_the_way_in(bastion: Bastion, owner: str, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    (tmp_path / "tree").mkdir()
+    bare = tmp_path / "tree" / "bastion-imp-bare-1.26.0.tar.gz"
+    with tarfile.open(bare, "w:gz") as archive:
+        data = b"from setuptools import setup\nsetup()\n"
+        info = tarfile.TarInfo("bastion-imp-bare-1.26.0/setup.py")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    report = import_paths(bastion, [tmp_path / "tree"], owner, workers=1)
+    [result] = report.files
+    assert result.outcome == "refused" and "PKG-INFO is missing" in result.reason
+    assert "--project-from-filename" in result.reason
+    named = import_paths(bastion, [tmp_path / "tree"], owner, workers=1, project_from_filename=True)
+    assert named.counts()["accepted"] == 1, named.files
+    assert _files(bastion)[bare.name][4:6] == ("bastion-imp-bare", "1.26.0")
+
+
 def _devpi_export(root: Path, tmp_path: Path) -> dict[str, Path]:
     """The layout devpi-export 6.x writes (dataindex.json, <user>/<index>/<project>/<version>/<file>),
     with a yanked version as devpi's version data would carry it."""

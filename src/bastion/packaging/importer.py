@@ -59,7 +59,7 @@ from bastion.accounts.models import User
 from bastion.authz import Permission, Principal, decide
 from bastion.errors import Conflict, ServiceError
 from bastion.events import RequestContext, record_event
-from bastion.packaging import checks, upload
+from bastion.packaging import archives, checks, upload
 from bastion.packaging.models import File, Project, Release
 from bastion.packaging.names import normalize
 from bastion.scanning.result import ScanResult
@@ -308,8 +308,12 @@ class Checker:
             raise ServiceError(_damaged(source))
         incoming = upload.IncomingFile(filename=filename, content_type=None, stream=io.BytesIO(b""))
         # No client form: the file is the only source of its metadata.
-        checked = upload.check_file(self.bastion, None, incoming, source.path, size, digests, source.filetype,
-                                    strictness=checks.LENIENT, name_from_filename=self.project_from_filename)
+        try:
+            checked = upload.check_file(self.bastion, None, incoming, source.path, size, digests, source.filetype,
+                                        strictness=checks.LENIENT, name_from_filename=self.project_from_filename)
+        except archives.MissingPkgInfo as exc:
+            raise ServiceError(f"{exc.message} Re-run with --project-from-filename to import it with the name "
+                               "and version its filename gives.") from None
         project_name = checked.metadata.name
         resemblance, refusal = self._name_check(project_name)
         if refusal:
