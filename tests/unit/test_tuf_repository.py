@@ -877,6 +877,42 @@ def test_an_untrusted_signer_stores_nothing(make_repo: Callable[..., Repo]) -> N
     check_served(repo, client_walk(repo.client, repo.root1))
 
 
+class OneBadMemberSigner(Signer):
+    """A pool of signers behind one URI where one member holds another key (or one signature
+    comes out corrupt): only the second signature of a run is bad."""
+
+    def __init__(self, good: CryptoSigner, bad: CryptoSigner) -> None:
+        self.good, self.bad, self.calls = good, bad, 0
+
+    @property
+    def public_key(self) -> Key:
+        return self.good.public_key
+
+    def sign(self, payload: bytes) -> Signature:
+        member = self.bad if self.calls == 1 else self.good
+        self.calls += 1
+        return Signature(self.good.public_key.keyid, member.sign(payload).signature)
+
+    @classmethod
+    def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key, secrets_handler: Any = None) -> Signer:
+        raise NotImplementedError
+
+
+def test_one_bad_signature_in_a_run_stores_nothing(make_repo: Callable[..., Repo]) -> None:
+    """Every signature of a run is verified, not only the first: a bin signed by the wrong pool
+    member would make its projects uninstallable for TUF clients until it is re-signed."""
+    repo = make_repo()
+    for name in ("iota", "kappa", "lambda", "mu", "nu", "xi"):
+        repo.upload(name, "1.0")
+    stored = repo.stored()
+    signer = OneBadMemberSigner(repo.online, CryptoSigner.generate_ed25519())
+    with pytest.raises(TufError, match="signature does not verify with the key root lists"):
+        repo.cycle(signer=signer)
+    assert signer.calls >= 2 and repo.stored() == stored
+    assert repo.cycle() is not None
+    check_served(repo, client_walk(repo.client, repo.root1))
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad key files and signer URIs
 # ---------------------------------------------------------------------------------------------

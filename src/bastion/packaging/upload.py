@@ -351,6 +351,7 @@ def _project_for(session: Session, bastion: Bastion, principal: Principal, check
         secret=bastion.secret,
         stdlib=not stdlib_names,
     )
+    session.flush()  # the project's journal serial: the Core UPDATE of last_serial below must come after it
     if resemblance is not None:  # name_policy = review: created, and queued for an admin
         flag_name(session, bastion, project, resemblance, context)
     return ProjectAccess(name=project.normalized_name, role="owner", mfa_required=False, id=project.id,
@@ -364,13 +365,6 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token_id: s
            stdlib_names: bool = False) -> UploadOutcome:
     """The upload's one transaction, in Core statements (the ORM only for a new project, a held
     file and the page render): about a dozen statements for a file of an existing project."""
-    if token_id is not None:
-        # Checked in this transaction, not by re-reading the copy read at authentication: a
-        # revocation committed since then must win, and last_used is written in the same statement.
-        used = cast(CursorResult[Any], session.execute(_TOKEN_USED, {"token_id": token_id, "last_used": utcnow()})).rowcount
-        if not used:
-            raise UploadRejected("Invalid API token: this API token has been revoked: create a new one",
-                                 status=403)
     project, new_project = _project_for(session, bastion, principal, checked, context, resemblance, stdlib_names)
     existing = _existing_file(session, checked)
     if existing is not None:
@@ -420,6 +414,14 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token_id: s
         record_event(session, "token.used", actor_id=principal.user_id, actor=principal.username,
                      subject=f"token:{token_id}", context=context, secret=bastion.secret,
                      details={"project": project.name, "filename": checked.filename})
+        # The token's row after the audit chain's lock, in the order a revocation takes them (a
+        # deadlock on PostgreSQL otherwise). Checked in this transaction, not by re-reading the
+        # copy read at authentication: a revocation committed since then wins, and last_used is
+        # written in the same statement.
+        used = cast(CursorResult[Any], session.execute(_TOKEN_USED, {"token_id": token_id, "last_used": utcnow()})).rowcount
+        if not used:
+            raise UploadRejected("Invalid API token: this API token has been revoked: create a new one",
+                                 status=403)
     record_event(session, "file.uploaded", actor_id=principal.user_id, actor=principal.username,
                  subject=f"project:{project.name}", context=context, secret=bastion.secret,
                  details={"filename": checked.filename, "version": version,

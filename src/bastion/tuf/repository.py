@@ -306,19 +306,17 @@ def _page_keys(name: str) -> list[str]:
             else [simple_detail_key(name, "html"), simple_detail_key(name, "json")])
 
 
-def _sign_verified(md: Metadata[Any], signer: Signer, key: Key, role: str, *, verify: bool = True) -> None:
+def _sign_verified(md: Metadata[Any], signer: Signer, key: Key, role: str) -> None:
     """Sign the canonical bytes once and check the signature against the key root lists, so that
     a signer that names the trusted key but signs with another (a KMS or HSM key replaced under
-    its URI after the start-up check) never publishes a set no client accepts. ``verify=False``
-    checks the keyid only: for the bins of a run, whose first bin and snapshot and timestamp are
-    verified (a replaced key fails every signature it makes; a verification costs three signings)."""
+    its URI after the start-up check, one member of a key pool that diverged) never publishes a
+    set no client accepts: every signature is verified."""
     data = md.signed_bytes
     signature = signer.sign(data)
     try:
         if signature.keyid != key.keyid:
             raise ValueError(signature.keyid)
-        if verify:
-            key.verify_signature(signature, data)
+        key.verify_signature(signature, data)
     except Exception:  # noqa: BLE001  (securesystemslib's VerificationError, or a foreign keyid)
         raise TufError(f"the online signer's {role} signature does not verify with the key root lists for it: the "
                        "key behind BASTION_TUF_ONLINE_SIGNER changed; configure the trusted key, or rotate to the new "
@@ -331,9 +329,9 @@ def _bin_metadata(listed: dict[str, dict[str, TargetFile]], versions: dict[str, 
                   lifetimes: Lifetimes, now: datetime) -> list[tuple[str, Metadata[Any]]]:
     expires = _expiry(now, lifetimes.bins)
     signed = []
-    for i, name in enumerate(sorted(listed)):
+    for name in sorted(listed):
         md = Metadata(Targets(version=versions.get(name, 0) + 1, expires=expires, targets=listed[name]))
-        _sign_verified(md, signer, key, name, verify=i == 0)
+        _sign_verified(md, signer, key, name)
         signed.append((name, md))
     return signed
 
