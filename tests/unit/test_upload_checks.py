@@ -254,6 +254,21 @@ def test_missing_content_file_part_is_400(client, bastion, wheel, how) -> None:
     assert snapshot_state(bastion) == before
 
 
+def test_a_form_with_thousands_of_repeated_fields_is_accepted(client, bastion, tmp_path) -> None:
+    """boto3-stubs (on PyPI) declares hundreds of extras: twine and uv send a field per
+    Requires-Dist and per Provides-Extra, more than starlette's default cap of 1,000 fields."""
+    token = make_user(bastion, "alice")
+    extras = [f"service-{i}" for i in range(800)]
+    requires = [f"dep-{i}>=1.0; extra == 'service-{i}'" for i in range(800)]
+    metadata = metadata_text("many-extras", "1.0", extra="".join(
+        f"Provides-Extra: {e}\nRequires-Dist: {r}\n" for e, r in zip(extras, requires)))
+    wheel = make_wheel(tmp_path, "many-extras", "1.0", metadata=metadata)
+    form = {**upload_form(wheel, "many-extras", "1.0"), "provides_extra": extras, "requires_dist": requires}
+    response = post_upload(client, token, wheel, form)
+    assert response.status_code == 200, response.text
+    assert len(simple_json(client, "many-extras")["files"]) == 1
+
+
 def test_form_that_is_not_a_form_is_400(client, bastion) -> None:
     token = make_user(bastion, "alice")
     before = snapshot_state(bastion)

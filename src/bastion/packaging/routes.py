@@ -24,6 +24,9 @@ log = logging.getLogger("bastion.upload")
 
 # Form fields larger than this are refused (the description is the largest one twine sends).
 MAX_FIELD_BYTES = 4 * 1024 * 1024
+# twine and uv send one field per Requires-Dist and Provides-Extra: boto3-stubs 1.44.1, on PyPI,
+# makes more than 1,000 (starlette's default cap). The body's size is capped besides.
+MAX_FIELDS = 20_000
 # Form fields that twine and uv repeat, once per value; compared with the file as sets.
 REPEATED_FIELDS = frozenset({"classifiers", "requires_dist", "keywords"})
 
@@ -57,7 +60,7 @@ async def legacy_upload(request: Request) -> Response:
                 status=413,
             )
         try:
-            form = await request.form(max_files=1, max_fields=1000, max_part_size=MAX_FIELD_BYTES)
+            form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
         except Exception as exc:  # malformed multipart bodies
             raise UploadRejected(f"Invalid upload form: {exc}. Upload with twine.") from None
         try:
