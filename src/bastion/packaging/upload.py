@@ -354,8 +354,9 @@ def _project_for(session: Session, bastion: Bastion, principal: Principal, check
     session.flush()  # the project's journal serial: the Core UPDATE of last_serial below must come after it
     if resemblance is not None:  # name_policy = review: created, and queued for an admin
         flag_name(session, bastion, project, resemblance, context)
-    return ProjectAccess(name=project.normalized_name, role="owner", mfa_required=False, id=project.id,
-                         display_name=project.name, status=project.status, total_size=0), True
+    created = project_access(session, project.normalized_name, principal.user_id)
+    assert created is not None
+    return created, True
 
 
 def _store(session: Session, bastion: Bastion, principal: Principal, token_id: str | None,
@@ -363,8 +364,9 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token_id: s
            scan: ScanResult | None = None, resemblance: Resemblance | None = None, *,
            render: bool = True, upload_time: datetime | None = None, prewritten: bool = False,
            stdlib_names: bool = False) -> UploadOutcome:
-    """The upload's one transaction, in Core statements (the ORM only for a new project, a held
-    file and the page render): about a dozen statements for a file of an existing project."""
+    """The upload's one transaction, in prepared Core statements (the ORM only for a new project
+    and a held file): twenty statements for a new file of an existing project, render included
+    (``benchmarks/upload_path.py --statements`` lists them)."""
     project, new_project = _project_for(session, bastion, principal, checked, context, resemblance, stdlib_names)
     existing = _existing_file(session, checked)
     if existing is not None:
@@ -375,21 +377,20 @@ def _store(session: Session, bastion: Bastion, principal: Principal, token_id: s
     release_id, version = _release_for(session, project, checked, held=held_by_scan)
     checks.check_project_size(project.total_size, checked.size, bastion.settings.max_project_size,
                               project.display_name)
-    path = blob_path(checked.digests["blake2_256_digest"], checked.filename)
-    metadata_sha256 = None
+    path, *metadata = blob_paths(checked)
     advisory_lock(session, path)  # held to commit: a failed twin's cleanup cannot delete it meanwhile
     # Pre-written blobs (``prewritten``) are asked for under the lock: a failed upload of the same
     # file elsewhere may have removed them since they were written, but not from now on.
-    if path not in written:
-        written.append(path)
-    if not (prewritten and bastion.blobs.exists(path)):
-        bastion.blobs.put_file(path, checked.path)
-    if checked.filetype == "bdist_wheel":
-        if path + ".metadata" not in written:
-            written.append(path + ".metadata")
-        if not (prewritten and bastion.blobs.exists(path + ".metadata")):
-            bastion.blobs.put_bytes(path + ".metadata", checked.metadata_bytes)
-        metadata_sha256 = hashlib.sha256(checked.metadata_bytes).hexdigest()
+    for blob in (path, *metadata):
+        if blob not in written:
+            written.append(blob)
+        if prewritten and bastion.blobs.exists(blob):
+            continue
+        if blob == path:
+            bastion.blobs.put_file(path, checked.path)
+        else:
+            bastion.blobs.put_bytes(blob, checked.metadata_bytes)
+    metadata_sha256 = hashlib.sha256(checked.metadata_bytes).hexdigest() if metadata else None
     file_id = session.execute(_NEW_FILE, {
         "release_id": release_id, "project_id": project.id, "filename": checked.filename,
         "packagetype": checked.filetype, "python_version": checked.python_version, "size": checked.size,
