@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -73,8 +73,8 @@ def assert_explains(message: Message, *facts: str) -> None:
 
 def test_release_file_uploaded_goes_to_active_owners_and_maintainers_once(bastion: Bastion, cast: Cast) -> None:
     with bastion.db.read() as session:
-        messages = notifications.release_file_uploaded(
-            session, cast.demo, "demo-1.0-py3-none-any.whl", "1.0", "alice", when=WHEN
+        messages = notifications.release_files_uploaded(
+            session, cast.demo, [("demo-1.0-py3-none-any.whl", "1.0", WHEN)], "alice"
         )
     mail = by_recipient(messages)
     assert set(mail) == {"alice@example.org", "bob@example.org"}  # not dave (inactive), bob's address once
@@ -82,6 +82,24 @@ def test_release_file_uploaded_goes_to_active_owners_and_maintainers_once(bastio
     assert message.subject == "[Bastion] demo-1.0-py3-none-any.whl uploaded to demo 1.0"
     assert_explains(message, "demo-1.0-py3-none-any.whl", "Version:     1.0", "Uploaded by: alice",
                     "yank", "revoke")
+
+
+def test_files_uploaded_together_make_one_message_per_person(bastion: Bastion, cast: Cast) -> None:
+    later = WHEN + timedelta(seconds=3)
+    files = [("demo-1.1.tar.gz", "1.1", WHEN), ("demo-1.1-py3-none-any.whl", "1.1", later),
+             ("demo-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "1.0", later)]
+    with bastion.db.read() as session:
+        messages = notifications.release_files_uploaded(session, cast.demo, files, "alice")
+        assert notifications.release_files_uploaded(session, cast.demo, [], "alice") == []
+    mail = by_recipient(messages)
+    assert len(messages) == 2 and set(mail) == {"alice@example.org", "bob@example.org"}
+    message = mail["alice@example.org"]
+    assert message.subject == "[Bastion] 3 files uploaded to demo 1.1, 1.0"
+    body = message.body
+    assert body.index("demo-1.1.tar.gz") < body.index("demo-1.1-py3-none-any.whl") < body.index("cp312")
+    assert_explains(message, "3 files were uploaded to the project demo", "Uploaded by: alice",
+                    f"{WHEN:%Y-%m-%d %H:%M:%S} UTC  1.1  demo-1.1.tar.gz",
+                    f"{later:%Y-%m-%d %H:%M:%S} UTC  1.0  demo-1.0-cp312", "bastion project yank demo VERSION")
 
 
 def test_role_changed_reaches_the_affected_user_even_without_a_role(bastion: Bastion, cast: Cast) -> None:

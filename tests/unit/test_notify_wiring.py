@@ -68,6 +68,18 @@ def test_upload_notifies_the_project_people(index: dict[str, Any], smtp_server: 
     assert len(received(bastion, smtp_server)) == 2
 
 
+def test_files_uploaded_together_make_one_notice_per_person(index: dict[str, Any], smtp_server: Mailbox,
+                                                            tmp_path: Path) -> None:
+    bastion, client, tokens = index["bastion"], index["client"], index["tokens"]
+    upload(client, tmp_path, tokens["bob"], "acme", "2.0")
+    upload(client, tmp_path, tokens["bob"], "acme", "2.1")
+    subject = "[Bastion] 2 files uploaded to acme 2.0, 2.1"
+    assert received(bastion, smtp_server) == [("alice@example.org", subject), ("bob@example.org", subject)]
+    body = smtp_server.wait_for("alice@example.org", "2 files uploaded").get_content()
+    assert body.index("acme-2.0-py3-none-any.whl") < body.index("acme-2.1-py3-none-any.whl")
+    assert "Uploaded by: bob" in body
+
+
 def test_role_changes_through_the_api(index: dict[str, Any], smtp_server: Mailbox) -> None:
     bastion, client, tokens = index["bastion"], index["client"], index["tokens"]
     granted = client.post("/api/v1/projects/acme/roles", json={"user": "carol", "role": "maintainer"},

@@ -218,3 +218,53 @@ def test_stop_before_start_and_a_timeout_are_harmless(caplog: pytest.LogCaptureF
     gate.set()
     runner.stop(timeout=WAIT)
     assert runner.drain(0)
+
+
+def test_collected_items_run_once_as_a_batch_after_a_quiet_spell(runner: ThreadTaskRunner) -> None:
+    batches: list[list[int]] = []
+    ran = threading.Event()
+
+    def record(items: list[int]) -> None:
+        batches.append(items)
+        ran.set()
+
+    runner.start()
+    started = time.monotonic()
+    for number in range(4):
+        runner.collect("notices", record, number, quiet=0.3, at_most=WAIT)
+        time.sleep(0.05)
+    assert ran.wait(WAIT)
+    assert time.monotonic() - started >= 0.3 + 3 * 0.05  # waited for the quiet spell after the last item
+    assert batches == [[0, 1, 2, 3]]
+    runner.collect("notices", record, 9, quiet=0.05, at_most=WAIT)  # a new batch after one ran
+    assert runner.drain(WAIT)
+    assert batches == [[0, 1, 2, 3], [9]]
+
+
+def test_a_batch_never_waits_longer_than_at_most(runner: ThreadTaskRunner) -> None:
+    batches: list[list[int]] = []
+    runner.start()
+    started = time.monotonic()
+    number = 0
+    while not batches and time.monotonic() - started < WAIT:  # items keep coming: never quiet
+        runner.collect("notices", batches.append, number, quiet=0.5, at_most=0.4)
+        number += 1
+        time.sleep(0.02)
+    assert batches and 0.4 <= time.monotonic() - started < 0.4 + 1.0
+    assert batches[0] == list(range(len(batches[0])))
+
+
+def test_drain_and_stop_run_a_collected_batch_at_once() -> None:
+    runner = ThreadTaskRunner()
+    seen: list[list[str]] = []
+    runner.start()
+    runner.collect("notices", seen.append, "a", quiet=WAIT * 10, at_most=WAIT * 10)
+    runner.collect("notices", seen.append, "b", quiet=WAIT * 10, at_most=WAIT * 10)
+    assert runner.drain(WAIT)
+    assert seen == [["a", "b"]]
+    runner.collect("notices", seen.append, "c", quiet=WAIT * 10, at_most=WAIT * 10)
+    started = time.monotonic()
+    runner.stop(WAIT)
+    assert seen == [["a", "b"], ["c"]] and time.monotonic() - started < WAIT
+    with pytest.raises(ValueError, match="quiet and at_most are seconds"):
+        runner.collect("notices", seen.append, "d", quiet=-1, at_most=1)

@@ -99,31 +99,50 @@ def _user_by_name(session: Session, name: str) -> User | None:
     return session.execute(select(User).where(User.username_key == name.lower())).scalar_one_or_none()
 
 
-def release_file_uploaded(
-    session: Session, project_id: int, filename: str, version: str, actor: str, *, when: datetime | None = None
+def release_files_uploaded(
+    session: Session, project_id: int, files: Sequence[tuple[str, str, datetime]], actor: str
 ) -> list[Message]:
-    """To every owner and maintainer of the project: ``actor`` uploaded ``filename`` to ``version``."""
+    """To every owner and maintainer of the project: ``actor`` uploaded ``files`` ((filename,
+    version, when) each, in upload order). One message per person for all of them: a release's
+    wheels arrive together, and one notice per file would bury the one that matters."""
+    if not files:
+        return []
     project = _project_names(session, [project_id]).get(project_id, f"#{project_id}")
-    at = _when(when)
+    versions = list(dict.fromkeys(version for _, version, _ in files))
+    if len(files) == 1:
+        filename, version, at = files[0]
+        subject = f"{filename} uploaded to {project} {version}"
+        listing = f"""  Project:     {project}
+  Version:     {version}
+  File:        {filename}
+  Uploaded by: {actor}
+  When:        {_when(at)}"""
+        intro = f"A file was uploaded to the project {project}, on which you have a role."
+    else:
+        subject = f"{len(files)} files uploaded to {project} {', '.join(versions)}"
+        width = max(len(version) for _, version, _ in files)
+        rows = "\n".join(f"  {_when(at)}  {version:<{width}}  {filename}" for filename, version, at in files)
+        listing = f"""  Project:     {project}
+  Uploaded by: {actor}
+  Files ({len(files)}, in the order they arrived):
+{rows}"""
+        intro = f"{len(files)} files were uploaded to the project {project}, on which you have a role."
+    yank = versions[0] if len(versions) == 1 else "VERSION"
     messages = []
     for email, (user, _) in _project_people(session, [project_id]).items():
         body = f"""Hello {user.username},
 
-A file was uploaded to the project {project}, on which you have a role.
+{intro}
 
-  Project:     {project}
-  Version:     {version}
-  File:        {filename}
-  Uploaded by: {actor}
-  When:        {at}
+{listing}
 
 If you expected this upload, there is nothing to do.
 
 If you did not: the account or an API token of {actor} may be compromised. Yank the release
-(`bastion project yank {project} {version}`, or ask an administrator of this index), have
+(`bastion project yank {project} {yank}`, or ask an administrator of this index), have
 {actor} change their password and revoke their API tokens, and tell the other owners.
 """
-        messages.append(_message(email, f"{filename} uploaded to {project} {version}", body))
+        messages.append(_message(email, subject, body))
     return messages
 
 

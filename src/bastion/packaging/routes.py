@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -10,6 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from bastion.db import utcnow
 from bastion.errors import ServiceError
 from bastion.http import authenticate, bastion_of, error_response, request_context
 from bastion.mail import Message
@@ -29,6 +32,11 @@ MAX_FIELD_BYTES = 4 * 1024 * 1024
 MAX_FIELDS = 20_000
 # Form fields that twine and uv repeat, once per value; compared with the file as sets.
 REPEATED_FIELDS = frozenset({"classifiers", "requires_dist", "keywords"})
+# Upload notices are collected: one message per person for the files that arrive together (a
+# release's wheels, a twine run), sent once no file came for NOTICE_QUIET seconds, and never later
+# than NOTICE_AT_MOST seconds after the first.
+NOTICE_QUIET = 2.0
+NOTICE_AT_MOST = 30.0
 
 
 @router.post(
@@ -84,24 +92,44 @@ async def legacy_upload(request: Request) -> Response:
     except ServiceError as exc:
         return error_response(exc)
     if outcome.created:  # after commit, in the background: the answer does not wait for the notices
-        bastion.tasks.submit("upload_notices", _notify_upload, bastion, outcome, principal.username)
+        notice = _Notice(bastion, outcome, principal.username, utcnow())
+        bastion.tasks.collect("upload_notices", _notify_uploads, notice, quiet=NOTICE_QUIET, at_most=NOTICE_AT_MOST)
     text = "OK\n" if outcome.created else "OK (identical file already stored)\n"
     return PlainTextResponse(text)
 
 
-def _notify_upload(bastion: Bastion, outcome: UploadOutcome, actor: str) -> None:
-    """Tell the owners and maintainers (after commit). The upload succeeded whatever happens here."""
-    try:
-        with bastion.db.read() as session:
-            messages = service.upload_notifications(session, outcome.project_id, outcome.filename,
-                                                    outcome.version, actor)
-        bastion.send_mail(messages)
-        if outcome.alerts is not None:
-            from bastion.advisories.alerts import deliver
+@dataclass(frozen=True)
+class _Notice:
+    bastion: Bastion
+    outcome: UploadOutcome
+    actor: str
+    at: datetime
 
-            deliver(bastion, outcome.alerts)
-    except Exception:  # noqa: BLE001  (the file is stored: a notice that failed is logged, not a 500)
-        log.exception("upload notices for %s not sent", outcome.filename)
+
+def _notify_uploads(notices: list[_Notice]) -> None:
+    """Tell the owners and maintainers (after commit): one message per person, project and
+    uploader for the files collected together. The uploads succeeded whatever happens here."""
+    groups: dict[tuple[int, int, str], list[_Notice]] = {}
+    for notice in notices:
+        groups.setdefault((id(notice.bastion), notice.outcome.project_id, notice.actor), []).append(notice)
+    for group in groups.values():
+        bastion, project_id, actor = group[0].bastion, group[0].outcome.project_id, group[0].actor
+        try:
+            with bastion.db.read() as session:
+                files = [(n.outcome.filename, n.outcome.version, n.at) for n in group]
+                messages = service.upload_notifications(session, project_id, files, actor)
+            bastion.send_mail(messages)
+        except Exception:  # noqa: BLE001  (the files are stored: a notice that failed is logged, not a 500)
+            log.exception("upload notices for %s not sent", ", ".join(n.outcome.filename for n in group))
+        for notice in group:
+            if notice.outcome.alerts is None:
+                continue
+            try:
+                from bastion.advisories.alerts import deliver
+
+                deliver(bastion, notice.outcome.alerts)
+            except Exception:  # noqa: BLE001
+                log.exception("advisory alerts for %s not sent", notice.outcome.filename)
 
 
 class YankRequest(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -773,10 +773,11 @@ def project_ids(session: Session, project_names: Iterable[str]) -> list[int]:
     return list(session.execute(select(Project.id).where(Project.normalized_name.in_(wanted))).scalars())
 
 
-def upload_notifications(session: Session, project_id: int, filename: str, version: str,
+def upload_notifications(session: Session, project_id: int, files: Sequence[tuple[str, str, datetime]],
                          actor: str) -> list[Message]:
-    """The messages telling the project's owners and maintainers that ``actor`` uploaded a file."""
-    return notifications.release_file_uploaded(session, project_id, filename, version, actor)
+    """The messages telling the project's owners and maintainers that ``actor`` uploaded ``files``
+    ((filename, version, when) each), one message per person."""
+    return notifications.release_files_uploaded(session, project_id, files, actor)
 
 
 def role_of_user(session: Session, project_name: str, user_name: str) -> str | None:

@@ -29,6 +29,21 @@ class _Scheduled:
     """Held while the task runs: the worker and ``run_now`` never run it twice at once."""
 
 
+@dataclass
+class _Batch:
+    fn: Callable[[list[Any]], Any]
+    items: list[Any]
+    first: float
+    last: float
+    """time.monotonic() of the first and of the latest item."""
+    quiet: float
+    at_most: float
+
+    @property
+    def due(self) -> float:
+        return min(self.last + self.quiet, self.first + self.at_most)
+
+
 @dataclass(frozen=True)
 class _Job:
     name: str
@@ -38,7 +53,8 @@ class _Job:
 
 
 class ThreadTaskRunner(TaskRunner):
-    """Submitted tasks run in order, one at a time, before any periodic task that is due.
+    """Submitted tasks run in order, one at a time, before any collected batch or periodic task
+    that is due.
 
     ``submit`` before ``start`` queues the task; it runs once the runner starts.
     """
@@ -47,6 +63,7 @@ class ThreadTaskRunner(TaskRunner):
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
         self._periodic: dict[str, _Scheduled] = {}
+        self._batches: dict[str, _Batch] = {}
         self._running = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -58,6 +75,22 @@ class ThreadTaskRunner(TaskRunner):
             if self._stopping:
                 logger.warning("task %s submitted while the task runner is stopping; it may not run", name)
             self._queue.append(_Job(name, fn, args, kwargs))
+            self._cond.notify_all()
+
+    def collect(self, name: str, fn: Callable[[list[Any]], Any], item: Any, /, *, quiet: float,
+                at_most: float) -> None:
+        if quiet < 0 or at_most < 0:
+            raise ValueError(f"batch {name!r}: quiet and at_most are seconds, zero or more, not {quiet}, {at_most}")
+        now = time.monotonic()
+        with self._cond:
+            if self._stopping:
+                logger.warning("task %s collected while the task runner is stopping; it may not run", name)
+            batch = self._batches.get(name)
+            if batch is None:
+                self._batches[name] = _Batch(fn, [item], now, now, quiet, at_most)
+            else:
+                batch.items.append(item)
+                batch.last = now
             self._cond.notify_all()
 
     def every(self, name: str, interval: timedelta, fn: Callable[[], Any]) -> None:
@@ -114,6 +147,7 @@ class ThreadTaskRunner(TaskRunner):
     def drain(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._flush_batches()
             while self._queue or self._running:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -123,22 +157,31 @@ class ThreadTaskRunner(TaskRunner):
 
     # -- the worker ----------------------------------------------------------------------------
 
+    def _flush_batches(self, now: float | None = None) -> None:
+        """Queue the batches that are due (all of them when ``now`` is None); hold ``_cond``."""
+        for name, batch in list(self._batches.items()):
+            if now is None or batch.due <= now:
+                del self._batches[name]
+                self._queue.append(_Job(name, batch.fn, (batch.items,), {}))
+
     def _next(self) -> tuple[str, Callable[[], Any], _Scheduled | None] | None:
         """The next thing to run (waiting for it), or None when stopping with an empty queue."""
         with self._cond:
             while True:
+                now = time.monotonic()
+                self._flush_batches(None if self._stopping else now)
                 if self._queue:
                     job = self._queue.popleft()
                     self._running += 1
                     return job.name, lambda: job.fn(*job.args, **job.kwargs), None
                 if self._stopping:
                     return None
-                now = time.monotonic()
                 entry = min(self._periodic.values(), key=lambda e: e.due, default=None)
                 if entry is not None and entry.due <= now:
                     self._running += 1
                     return entry.task.name, entry.task.fn, entry
-                self._cond.wait(None if entry is None else entry.due - now)
+                wake = [e.due for e in (entry, *self._batches.values()) if e is not None]
+                self._cond.wait(min(wake) - now if wake else None)
 
     def _work(self) -> None:
         while (picked := self._next()) is not None:

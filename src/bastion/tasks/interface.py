@@ -35,6 +35,16 @@ class TaskRunner(abc.ABC):
         effects the task needs has committed: the task may start at once and must see them."""
 
     @abc.abstractmethod
+    def collect(self, name: str, fn: Callable[[list[Any]], Any], item: Any, /, *, quiet: float,
+                at_most: float) -> None:
+        """Add ``item`` to the batch ``name``; the runner calls ``fn(items)`` once, in the
+        background, when no item joined the batch for ``quiet`` seconds or ``at_most`` seconds after
+        its first item, whichever comes first (``drain`` and ``stop`` run it at once). Items arrive
+        in the order given; the ``fn`` of the batch's first item is the one called. For work that
+        is cheaper and friendlier done once for many events (one notice for a release's files).
+        Call it after commit, as ``submit``."""
+
+    @abc.abstractmethod
     def every(self, name: str, interval: timedelta, fn: Callable[[], Any]) -> None:
         """Register a periodic task; its first run comes one interval after ``start``."""
 
@@ -57,4 +67,5 @@ class TaskRunner(abc.ABC):
 
     @abc.abstractmethod
     def drain(self, timeout: float = 30.0) -> bool:
-        """Block until the queue is empty and nothing runs; False if ``timeout`` passed first (tests)."""
+        """Run every collected batch now, then block until the queue is empty and nothing runs;
+        False if ``timeout`` passed first (tests, and the CLI before it exits)."""
