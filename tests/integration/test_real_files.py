@@ -74,6 +74,7 @@ DEPRECATED_CLASSIFIER = ("deprecated", "render")  # yandex_speech's README does 
 UV_NOT_NORMALIZED = "non-normalized filename"
 TWINE_CLASSIFIER_UNDER_1_0 = "classifier introduced in metadata version 1.1, not 1.0"
 TWINE_LICENSE_EXPRESSION_EARLY = "license-expression introduced in metadata version 2.4"
+TWINE_MALFORMED_DESCRIPTION = "malformed field 'description'"
 
 CASES = [
     Case("requests-2.32.3-py3-none-any.whl", "License-File under Metadata-Version 2.1 (setuptools < 77); markdown README",
@@ -127,6 +128,9 @@ CASES = [
          "110 KB rst README; Dynamic: license-file under 2.4; two License-File", installs="yarl/__init__.py"),
     Case("python-qpid-proton-0.7-0.tar.gz", "post-release spelled 0.7-0 in the file name (the name holds dashes "
          "too); Metadata-Version 1.1", pypi=PEP_625, uv=UV_NOT_NORMALIZED),
+    Case("passlib-1.7.4.tar.gz", "a Keywords value over unindented lines (setuptools, 2020): an email parser ends "
+         "the headers there and reads the rest, classifiers included, as a second description",
+         twine=TWINE_MALFORMED_DESCRIPTION),
     Case("pyasn1-modules-0.0.1a.tar.gz", "pre-release spelled 0.0.1a (= 0.0.1a0); Metadata-Version 1.0; sdist name "
          "before PEP 625", pypi=PEP_625, uv=UV_NOT_NORMALIZED),
     Case("outcome-1.3.0.post0-py2.py3-none-any.whl", "post-release .post0; three License-File under 2.1",

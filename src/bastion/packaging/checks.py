@@ -192,6 +192,10 @@ class CoreMetadata:
     """Lenient mode: the fields left out of ``metadata`` and why."""
     left_out: frozenset[str] = frozenset()
     """Lenient mode: the raw names of the fields left out (the form is not compared on them)."""
+    misread: frozenset[str] = frozenset()
+    """The raw names of the fields that a reader ending the headers at an unindented stray line
+    (``rejoin_stray_header_lines``) sees otherwise: uv sends those values, so the form is not
+    compared on them; what the index stores is the rejoined reading."""
 
 
 def _header(field: str) -> str:
@@ -246,11 +250,20 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI, *,
     Unknown headers are ignored, as PyPI never sees them (twine sends only the fields it knows).
     ``fallback_name`` (an import's --project-from-filename) stands in for a Name that is missing,
     ``UNKNOWN`` or not a valid name; the file itself is not changed."""
+    notes: list[str] = []
+    rejoined = rejoin_stray_header_lines(data)
     try:
-        raw, unparsed = parse_email(data)
+        raw, unparsed = parse_email(data if rejoined is None else rejoined)
     except (ValueError, UnicodeError) as exc:
         raise _invalid(filename, [f"the file cannot be read as core metadata ({exc})"]) from None
-    notes: list[str] = []
+    misread: frozenset[str] = frozenset()
+    if rejoined is not None:
+        naive, naive_unparsed = parse_email(data)
+        misread = frozenset({f for f in set(raw) | set(naive) if raw.get(f) != naive.get(f)}  # type: ignore[literal-required]
+                            | {_field_of(key) for key in naive_unparsed})
+        notes.append("unindented lines inside the header block were read as the continuation of the header "
+                     f"before them (the form is not compared on {', '.join(sorted(misread))})")
+        data = rejoined
     written_name = raw.get("name") or ""
     if fallback_name and (written_name.upper() == "UNKNOWN" or not is_valid_name(written_name)):
         raw["name"] = fallback_name
@@ -300,11 +313,50 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI, *,
         # Stored and served (JSON API) as written, less what lenient left out as malformed.
         return CoreMetadata(metadata=metadata, raw=dict(interpreted), notes=tuple(notes),
                             left_out=frozenset(set(raw) - set(interpreted))
-                            | frozenset(_field_of(key) for key in malformed))
+                            | frozenset(_field_of(key) for key in malformed), misread=misread)
     raise _invalid(filename, ["the metadata could not be validated"])
 
 
 _FOLD = re.compile(r"^(?: {8}|       \|)")
+_HEADER_LINE = re.compile(rb"^([A-Za-z0-9][A-Za-z0-9-]*)[ \t]*:")
+
+
+def rejoin_stray_header_lines(data: bytes) -> bytes | None:
+    """The metadata with unindented lines inside its header block read as continuations, or None
+    when there are none. setuptools wrote a multi-line value (passlib 1.7.4's ``Keywords``, on
+    PyPI) without folding it; an email parser ends the headers at the first such line and reads
+    every header after it (classifiers, Requires-Python, ...) as the description. A run of lines
+    counts as stray only when a core-metadata header comes right after it, so a description body
+    that follows the headers without a blank line is left as it is."""
+    head, sep, body = _split_head(data)
+    lines = head.splitlines(keepends=True)
+    out: list[bytes] = []
+    stray: list[bytes] = []
+    changed = False
+    for line in lines:
+        match = _HEADER_LINE.match(line)
+        if line[:1] in (b" ", b"\t") or (match is None and not out):
+            out.extend(stray)
+            stray = []
+            out.append(line)
+        elif match is None:
+            stray.append(line)
+        else:
+            if stray and match.group(1).decode("ascii").lower() in _FIELD_BY_HEADER:
+                out.extend(b"        " + item for item in stray)
+                changed = True
+            else:
+                out.extend(stray)
+            stray = []
+            out.append(line)
+    out.extend(stray)
+    return b"".join(out) + sep + body if changed else None
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """The header block, the blank line that ends it, and the rest."""
+    parts = re.split(rb"(\r?\n\r?\n)", data, maxsplit=1)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (data, b"", b"")
 
 
 _DESCRIPTION_HEADER = re.compile(rb"^description[ \t]*:", re.IGNORECASE | re.MULTILINE)

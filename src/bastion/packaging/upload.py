@@ -227,7 +227,7 @@ def check_file(bastion: Bastion, form: Mapping[str, str] | None, incoming: Incom
     metadata = core.metadata
     checks.check_metadata_rules(metadata, strictness)
     if form is not None:
-        checks.check_form_agrees(form, metadata, lists, core.left_out)
+        checks.check_form_agrees(form, metadata, lists, core.left_out | core.misread)
     if filetype == "bdist_wheel":
         parsed = checks.check_wheel_filename(filename, metadata, strictness)
     else:
