@@ -268,3 +268,18 @@ def test_drain_and_stop_run_a_collected_batch_at_once() -> None:
     assert seen == [["a", "b"], ["c"]] and time.monotonic() - started < WAIT
     with pytest.raises(ValueError, match="quiet and at_most are seconds"):
         runner.collect("notices", seen.append, "d", quiet=-1, at_most=1)
+
+
+def test_work_a_task_submits_while_stopping_still_runs_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    runner = ThreadTaskRunner()
+    seen: list[str] = []
+
+    def batch(items: list[str]) -> None:  # as the upload notices do: a batch that queues its mail
+        runner.submit("send", seen.append, "mail for " + ",".join(items))
+
+    runner.start()
+    runner.collect("notices", batch, "a", quiet=WAIT * 10, at_most=WAIT * 10)
+    with caplog.at_level(logging.WARNING, logger="bastion.tasks"):
+        runner.stop(WAIT)
+    assert seen == ["mail for a"]
+    assert "stopping" not in caplog.text

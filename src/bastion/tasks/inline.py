@@ -72,7 +72,8 @@ class ThreadTaskRunner(TaskRunner):
 
     def submit(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         with self._cond:
-            if self._stopping:
+            if self._stopping and threading.current_thread() is not self._thread:
+                # (a task's own follow-up, such as the mail a collected batch sends, still runs)
                 logger.warning("task %s submitted while the task runner is stopping; it may not run", name)
             self._queue.append(_Job(name, fn, args, kwargs))
             self._cond.notify_all()
