@@ -82,3 +82,21 @@ def test_uv_s_reading_of_passlib_is_accepted_and_the_index_serves_its_own(client
     assert "Intended Audience :: Developers" in info["classifiers"]
     assert info["provides_extra"] == ["argon2", "bcrypt", "totp", "build_docs"]
     assert info["description"].startswith("Passlib is a password hashing") and "Classifier:" not in info["description"]
+
+
+@pytest.mark.parametrize("variant", ["GFM", "CommonMark"])
+@pytest.mark.parametrize("text", ["[foo]: /url", "# A title", "<!-- only a comment -->", "```python\nprint(1)\n```",
+                                  "plain words", "[link only]: https://example.org\n[other]: /x"])
+def test_the_markdown_check_refuses_exactly_what_readme_renderer_cannot_render(text: str, variant: str) -> None:
+    import readme_renderer.markdown
+    from packaging.metadata import Metadata
+
+    metadata = Metadata.from_raw({"metadata_version": "2.1", "name": "demo", "version": "1.0", "description": text,
+                                  "description_content_type": f"text/markdown; variant={variant}"})
+    renders = readme_renderer.markdown.render(text, variant=variant) is not None
+    if renders:
+        checks.check_readme(metadata, "pypi")
+    else:
+        with pytest.raises(checks.UploadRejected, match="failed to render as Markdown"):
+            checks.check_readme(metadata, "pypi")
+    assert renders == (text.startswith("#") or "print" in text or "plain" in text or "<!--" in text)

@@ -671,7 +671,11 @@ def check_readme(metadata: Metadata, strictness: str = PYPI) -> None:
                 variant = value.strip()
         if variant not in ("GFM", "CommonMark"):
             raise UploadRejected(f"Unknown markdown variant '{variant}': use GFM or CommonMark.")
-        if readme_renderer.markdown.render(description, variant=variant) is None:
+        # readme_renderer.markdown.render gives None exactly when the variant's renderer (cmarkgfm)
+        # gives nothing; its highlighting and cleaning cannot fail, and cost more than the rendering
+        # (a pygments stylesheet built per call): the pages do those when they show the description.
+        renderer = readme_renderer.markdown.variants.get(variant)
+        if renderer is None or not renderer(description):
             raise UploadRejected("The description failed to render as Markdown.")
     else:
         readme_renderer.txt.render(description)
