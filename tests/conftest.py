@@ -262,7 +262,7 @@ def settle_tuf(bastion: Bastion, timeout: float = 30.0) -> None:
         if depth == 0:
             return
         assert time.monotonic() < deadline, f"{depth} project(s) still queued for TUF signing after {timeout}s"
-        bastion.tuf_worker.wake()
+        bastion.tuf_worker.wake(now=True)
         time.sleep(0.02)
 
 

@@ -1344,3 +1344,47 @@ def test_root_rotation_by_the_cli_reaches_a_running_server(data_dir: Path, datab
     finally:
         client.close()
         running.close()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_the_worker_signs_at_once_after_a_quiet_spell_paces_a_stream_and_signs_now_when_asked(
+        make_repo: Callable[..., Repo], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a stream of uploads a run waits PACING times the last run's duration (here made a
+    minute); ``wake(now=True)`` (what settle and a waiting caller use) skips that wait, and
+    ``stop`` ends it."""
+    import time
+
+    repo = make_repo()
+    monkeypatch.setattr(tufservice, "PACING", 100_000)
+    worker = tufservice.SnapshotWorker(repo.bastion, repo.online)
+    worker.max_spacing = 60.0
+    worker.start()
+    try:
+        repo.upload("alpha", "1.0")
+        worker.wake()  # the first change after a quiet spell: signed at once
+        assert _wait_for(lambda: repo.queue_depth() == 0, 10), "the first upload was not signed at once"
+        signed = repo.heads()["timestamp"]
+        repo.upload("alpha", "1.1")
+        worker.wake()
+        time.sleep(1.2)  # more than the poll interval: the paced run still waits
+        assert repo.queue_depth() > 0 and repo.heads()["timestamp"] == signed, "the paced run did not wait"
+        worker.wake(now=True)
+        assert _wait_for(lambda: repo.queue_depth() == 0, 10), "wake(now=True) did not skip the pacing"
+        assert repo.heads()["timestamp"] == signed + 1
+        repo.upload("alpha", "1.2")
+        worker.wake()
+        started = time.monotonic()
+    finally:
+        worker.stop()
+    assert time.monotonic() - started < 5 and worker._thread is None, "stop did not end the paced wait"
+    assert repo.queue_depth() > 0, "the last upload stays queued for the next run"
