@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bastion.packaging import checks
+from bastion.packaging.errors import UploadRejected
 from bastion.services import Bastion
 from tests.conftest import make_user, post_upload
 from tests.distbuilder import upload_form
@@ -57,9 +58,50 @@ def test_a_body_after_the_headers_without_a_blank_line_is_not_rejoined() -> None
 def test_stray_lines_before_a_header_are_rejoined_however_few() -> None:
     data = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nKeywords: a\nb c\nClassifier: Framework :: Flask\n"
     rejoined = checks.rejoin_stray_header_lines(data)
-    assert rejoined == data.replace(b"\nb c\n", b"\n        b c\n")
+    assert rejoined is not None and rejoined.data == data.replace(b"\nb c\n", b"\n b c\n") and rejoined.first == "b c"
     core = checks.read_core_metadata(data, "demo-1.0.tar.gz")
     assert core.metadata.classifiers == ["Framework :: Flask"] and core.misread == {"keywords", "classifiers", "description"}
+
+
+def test_lines_the_email_parser_takes_for_headers_are_never_rejoined() -> None:
+    """pip and uv read METADATA with the email parser: a line it takes for a header (any name of
+    printable ASCII, ``X_Y:`` included) keeps the Requires-Dist before it whole."""
+    data = (b"Metadata-Version: 2.1\nName: hidedep\nVersion: 1.0\nSummary: s\nRequires-Dist: evil-helper\n"
+            b"X_Y: z\nClassifier: Framework :: Flask\n\nbody\n")
+    assert checks.rejoin_stray_header_lines(data) is None
+    for strictness in ("pypi", "lenient"):
+        core = checks.read_core_metadata(data, "hidedep-1.0-py3-none-any.whl", strictness)
+        assert [str(r) for r in core.metadata.requires_dist or []] == ["evil-helper"]
+        assert core.metadata.classifiers == ["Framework :: Flask"]
+
+
+@pytest.mark.parametrize("strictness", ["pypi", "lenient"])
+@pytest.mark.parametrize(("head", "hidden"), [
+    # pip reads no Requires-Dist here (its headers end at "b"): the index must not list six.
+    (b"Keywords: a\nb\nRequires-Dist: six\n", "requires_dist"),
+    # pip reads Requires-Python '>=3.8' (its headers end at ',<3'), not '>=3.8 ,<3'.
+    (b"Requires-Python: >=3.8\n,<3\nClassifier: Framework :: Flask\n", "requires_python"),
+    # The version would be read from after the stray line, where pip reads none.
+    (b"Keywords: a\nb\nVersion: 1.0\n", "version"),
+])
+def test_a_stray_line_that_would_change_what_installers_read_is_refused(head: bytes, hidden: str,
+                                                                         strictness: str) -> None:
+    data = b"Metadata-Version: 2.1\nName: demo\n" + (b"" if b"Version:" in head else b"Version: 1.0\n") + head
+    with pytest.raises(UploadRejected) as refusal:
+        checks.read_core_metadata(data + b"\nbody\n", "demo-1.0-py3-none-any.whl", strictness)
+    message = str(refusal.value)
+    assert "inside the header block is not a header" in message and hidden in message, message
+    assert "indent continuation lines" in message
+
+
+def test_the_headers_end_at_a_blank_line_whatever_the_line_endings() -> None:
+    """A bare-CR blank line ends the headers for the email parser, so it does here: nothing
+    after it is read as a header (pip sees no Requires-Dist in this file)."""
+    data = (b"Metadata-Version: 2.1\rName: demo\rVersion: 1.0\rKeywords: a\r\r"
+            b"stray\rRequires-Dist: evil\rRequires-Python: >=3.99\r")
+    assert checks.rejoin_stray_header_lines(data) is None
+    core = checks.read_core_metadata(data, "demo-1.0-py3-none-any.whl", "lenient")
+    assert core.metadata.requires_dist is None and core.metadata.requires_python is None
 
 
 def test_uv_s_reading_of_passlib_is_accepted_and_the_index_serves_its_own(client, bastion: Bastion) -> None:  # type: ignore[no-untyped-def]

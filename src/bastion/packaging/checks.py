@@ -253,7 +253,7 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI, *,
     notes: list[str] = []
     rejoined = rejoin_stray_header_lines(data)
     try:
-        raw, unparsed = parse_email(data if rejoined is None else rejoined)
+        raw, unparsed = parse_email(data if rejoined is None else rejoined.data)
     except (ValueError, UnicodeError) as exc:
         raise _invalid(filename, [f"the file cannot be read as core metadata ({exc})"]) from None
     misread: frozenset[str] = frozenset()
@@ -261,9 +261,15 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI, *,
         naive, naive_unparsed = parse_email(data)
         misread = frozenset({f for f in set(raw) | set(naive) if raw.get(f) != naive.get(f)}  # type: ignore[literal-required]
                             | {_field_of(key) for key in naive_unparsed})
+        hidden = sorted(misread & INSTALLER_FIELDS)
+        if hidden:  # both modes: the index must not list what pip and uv read otherwise
+            raise _invalid(filename, [
+                f"the line {rejoined.first!r} inside the header block is not a header, so pip and uv stop reading "
+                f"headers there and read {', '.join(hidden)} otherwise than the rest of the file says; indent "
+                "continuation lines (a space first) or end the headers with a blank line"])
         notes.append("unindented lines inside the header block were read as the continuation of the header "
                      f"before them (the form is not compared on {', '.join(sorted(misread))})")
-        data = rejoined
+        data = rejoined.data
     written_name = raw.get("name") or ""
     if fallback_name and (written_name.upper() == "UNKNOWN" or not is_valid_name(written_name)):
         raw["name"] = fallback_name
@@ -318,21 +324,37 @@ def read_core_metadata(data: bytes, filename: str, strictness: str = PYPI, *,
 
 
 _FOLD = re.compile(r"^(?: {8}|       \|)")
-_HEADER_LINE = re.compile(rb"^([A-Za-z0-9][A-Za-z0-9-]*)[ \t]*:")
+# What the email parser (and so pip, uv and importlib.metadata) takes for a header line: a name of
+# printable ASCII other than ':' ending in ':', or an mbox "From " line (email.feedparser.headerRE).
+_HEADER_LINE = re.compile(rb"^(?:From |([\x21-\x39\x3b-\x7e]*):)")
+# The fields installers read from a wheel's METADATA: a rejoined reading must agree on them with
+# the email parser's, or the index would list a dependency or a Requires-Python pip never sees.
+INSTALLER_FIELDS = frozenset({"name", "version", "requires_dist", "requires_python"})
 
 
-def rejoin_stray_header_lines(data: bytes) -> bytes | None:
-    """The metadata with unindented lines inside its header block read as continuations, or None
-    when there are none. setuptools wrote a multi-line value (passlib 1.7.4's ``Keywords``, on
-    PyPI) without folding it; an email parser ends the headers at the first such line and reads
-    every header after it (classifiers, Requires-Python, ...) as the description. A run of lines
-    counts as stray only when a core-metadata header comes right after it, so a description body
-    that follows the headers without a blank line is left as it is."""
+@dataclass(frozen=True)
+class Rejoined:
+    """The metadata with its stray lines read as continuations (``rejoin_stray_header_lines``)."""
+
+    data: bytes
+    first: str
+    """The first stray line, for messages."""
+
+
+def rejoin_stray_header_lines(data: bytes) -> Rejoined | None:
+    """The metadata with unindented lines inside its header block read as continuations (a space
+    is put before each), or None when there are none. setuptools wrote a multi-line value
+    (passlib 1.7.4's ``Keywords``, on PyPI) without folding it; an email parser ends the headers
+    at the first such line and reads every header after it (classifiers, Requires-Python, ...) as
+    the description. A run of lines counts as stray only when a core-metadata header comes right
+    after it, so a description body that follows the headers without a blank line is left as it
+    is. Lines, header names and the blank line that ends the headers are found as the email
+    parser finds them (any of \\r\\n, \\r, \\n ends a line)."""
     head, sep, body = _split_head(data)
     lines = head.splitlines(keepends=True)
     out: list[bytes] = []
     stray: list[bytes] = []
-    changed = False
+    first: bytes | None = None
     for line in lines:
         match = _HEADER_LINE.match(line)
         if line[:1] in (b" ", b"\t") or (match is None and not out):
@@ -342,21 +364,30 @@ def rejoin_stray_header_lines(data: bytes) -> bytes | None:
         elif match is None:
             stray.append(line)
         else:
-            if stray and match.group(1).decode("ascii").lower() in _FIELD_BY_HEADER:
-                out.extend(b"        " + item for item in stray)
-                changed = True
+            name = (match.group(1) or b"").decode("ascii").strip().lower()
+            if stray and name in _FIELD_BY_HEADER:
+                out.extend(b" " + item for item in stray)
+                first = first or stray[0]
             else:
                 out.extend(stray)
             stray = []
             out.append(line)
     out.extend(stray)
-    return b"".join(out) + sep + body if changed else None
+    if first is None:
+        return None
+    return Rejoined(b"".join(out) + sep + body, first.rstrip(b"\r\n").decode("utf-8", "replace")[:80])
+
+
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes, bytes]:
-    """The header block, the blank line that ends it, and the rest."""
-    parts = re.split(rb"(\r?\n\r?\n)", data, maxsplit=1)
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (data, b"", b"")
+    """The header block, the blank line that ends it, and the rest: lines end with \\r\\n, \\r or
+    \\n, as the email parser splits them."""
+    for match in _LINE.finditer(data):
+        if match.group() in (b"\n", b"\r", b"\r\n"):
+            return data[:match.start()], match.group(), data[match.end():]
+    return data, b"", b""
 
 
 _DESCRIPTION_HEADER = re.compile(rb"^description[ \t]*:", re.IGNORECASE | re.MULTILINE)
@@ -365,8 +396,7 @@ _DESCRIPTION_HEADER = re.compile(rb"^description[ \t]*:", re.IGNORECASE | re.MUL
 def _description_in_header(data: bytes) -> bool:
     """True when the description is written as a header (before the first blank line), not as
     the message body: only a header is folded."""
-    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
-    return _DESCRIPTION_HEADER.search(head) is not None
+    return _DESCRIPTION_HEADER.search(_split_head(data)[0]) is not None
 
 
 def unfold_description(text: str) -> str:
@@ -671,7 +701,7 @@ def check_readme(metadata: Metadata, strictness: str = PYPI) -> None:
                 variant = value.strip()
         if variant not in ("GFM", "CommonMark"):
             raise UploadRejected(f"Unknown markdown variant '{variant}': use GFM or CommonMark.")
-        # readme_renderer.markdown.render gives None exactly when the variant's renderer (cmarkgfm)
+        # readme_renderer.markdown.render gives None exactly when the variant's renderer (comrak, in readme_renderer 46)
         # gives nothing; its highlighting and cleaning cannot fail, and cost more than the rendering
         # (a pygments stylesheet built per call): the pages do those when they show the description.
         renderer = readme_renderer.markdown.variants.get(variant)
