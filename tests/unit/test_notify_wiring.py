@@ -182,3 +182,24 @@ def test_cli_mail_failure_is_a_warning(bastion: Bastion, client: Any, tmp_path: 
     assert "warning: notice to alice@example.org not sent" in result.stderr
     with bastion.db.read() as session:
         assert ("bob", "owner") in {(r.username, r.role) for r in service.list_roles(session, "acme", principal=OPERATOR)}
+
+
+def test_a_notice_collected_for_a_project_deleted_since_reaches_nobody(index: dict[str, Any], smtp_server: Mailbox,
+                                                                      tmp_path: Path) -> None:
+    """The notice is sent seconds after the upload: if the project was deleted meanwhile and its id
+    went to a new project (SQLite reuses the newest deleted row's id), the new project's people
+    must not hear of the old project's files."""
+    from sqlalchemy import select
+
+    from bastion.packaging.models import Project
+
+    bastion, client, tokens = index["bastion"], index["client"], index["tokens"]
+    upload(client, tmp_path, tokens["alice"], "zzsecret", "1.0")  # collected: sent once uploads go quiet
+    with bastion.db.write() as session:
+        service.delete_project(session, bastion, "zzsecret", principal=OPERATOR)
+    upload(client, tmp_path, tokens["carol"], "carolproj", "1.0")
+    with bastion.db.read() as session:
+        ids = dict(session.execute(select(Project.normalized_name, Project.id)).tuples().all())
+    assert "zzsecret" not in ids and "carolproj" in ids
+    mail = received(bastion, smtp_server)
+    assert mail == [("carol@example.org", "[Bastion] carolproj-1.0-py3-none-any.whl uploaded to carolproj 1.0")]

@@ -109,15 +109,16 @@ class _Notice:
 def _notify_uploads(notices: list[_Notice]) -> None:
     """Tell the owners and maintainers (after commit): one message per person, project and
     uploader for the files collected together. The uploads succeeded whatever happens here."""
-    groups: dict[tuple[int, int, str], list[_Notice]] = {}
+    groups: dict[tuple[int, int, str, str], list[_Notice]] = {}
     for notice in notices:
-        groups.setdefault((id(notice.bastion), notice.outcome.project_id, notice.actor), []).append(notice)
+        key = (id(notice.bastion), notice.outcome.project_id, notice.outcome.project, notice.actor)
+        groups.setdefault(key, []).append(notice)
     for group in groups.values():
         bastion, project_id, actor = group[0].bastion, group[0].outcome.project_id, group[0].actor
         try:
             with bastion.db.read() as session:
                 files = [(n.outcome.filename, n.outcome.version, n.at) for n in group]
-                messages = service.upload_notifications(session, project_id, files, actor)
+                messages = service.upload_notifications(session, project_id, group[0].outcome.project, files, actor)
             bastion.send_mail(messages)
         except Exception:  # noqa: BLE001  (the files are stored: a notice that failed is logged, not a 500)
             log.exception("upload notices for %s not sent", ", ".join(n.outcome.filename for n in group))

@@ -773,10 +773,15 @@ def project_ids(session: Session, project_names: Iterable[str]) -> list[int]:
     return list(session.execute(select(Project.id).where(Project.normalized_name.in_(wanted))).scalars())
 
 
-def upload_notifications(session: Session, project_id: int, files: Sequence[tuple[str, str, datetime]],
-                         actor: str) -> list[Message]:
+def upload_notifications(session: Session, project_id: int, project_name: str,
+                         files: Sequence[tuple[str, str, datetime]], actor: str) -> list[Message]:
     """The messages telling the project's owners and maintainers that ``actor`` uploaded ``files``
-    ((filename, version, when) each), one message per person."""
+    ((filename, version, when) each), one message per person; none when the project
+    ``project_name`` no longer has the id ``project_id`` (deleted since the upload: SQLite gives
+    the newest deleted row's id to the next project, whose people must not hear of these files)."""
+    current = session.execute(select(Project.normalized_name).where(Project.id == project_id)).scalar()
+    if current != canonicalize_name(project_name):
+        return []
     return notifications.release_files_uploaded(session, project_id, files, actor)
 
 
