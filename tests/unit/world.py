@@ -145,8 +145,12 @@ class World:
                        "known_clean")
 
     def export(self) -> dict[str, Any]:
-        """What another backend's world needs to become a copy of this one (after ``freeze``)."""
-        return {"rows": self._rows, "blobs": self.bastion.settings.effective_blob_dir, "secret": self.bastion.secret,
+        """What another backend's world needs to become a copy of this one (after ``freeze``). The
+        blobs are copied now: the other backend's world opens after this one's tests ran, and
+        must not inherit what the last of them left (the next test's reset would remove it)."""
+        blobs = self.root / "seed-blobs"
+        shutil.copytree(self.bastion.settings.effective_blob_dir, blobs)
+        return {"rows": self._rows, "blobs": blobs, "secret": self.bastion.secret,
                 "attrs": copy.deepcopy({k: v for k, v in vars(self).items() if k not in self._INFRASTRUCTURE})}
 
     def load(self, seed: dict[str, Any]) -> None:
