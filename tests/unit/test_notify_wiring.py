@@ -199,7 +199,7 @@ def test_a_notice_collected_for_a_project_deleted_since_reaches_nobody(index: di
         service.delete_project(session, bastion, "zzsecret", principal=OPERATOR)
     upload(client, tmp_path, tokens["carol"], "carolproj", "1.0")
     with bastion.db.read() as session:
-        ids = dict(session.execute(select(Project.normalized_name, Project.id)).tuples().all())
+        ids = {name: id_ for name, id_ in session.execute(select(Project.normalized_name, Project.id))}
     assert "zzsecret" not in ids and "carolproj" in ids
     mail = received(bastion, smtp_server)
     assert mail == [("carol@example.org", "[Bastion] carolproj-1.0-py3-none-any.whl uploaded to carolproj 1.0")]
